@@ -1,0 +1,37 @@
+//! Per-thread, single-writer, lock-free counters keyed by call site.
+//!
+//! Each thread owns one [`table::Table`] (taken from the [`registry`] pool on
+//! its first event); the reporter reads every table without stopping anyone.
+
+pub mod registry;
+pub mod table;
+
+pub use table::Kind;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Record one event in `SAMPLE` per thread (1 = all). Set once at start.
+static SAMPLE: AtomicU32 = AtomicU32::new(1);
+
+pub fn set_sample(n: u32) {
+    SAMPLE.store(n.max(1), Ordering::Relaxed);
+}
+
+pub fn sample() -> u32 {
+    SAMPLE.load(Ordering::Relaxed)
+}
+
+/// Counts one event of `kind` at return address `ra`: the hot path.
+#[inline(always)]
+pub fn record(ra: usize, kind: Kind) {
+    let table = registry::current();
+    // SAFETY: `current` returns a table that lives for the rest of the process
+    // (the pool is never unmapped) and that only this thread writes, or the
+    // shared overflow table, which `record` handles with atomic updates.
+    let table = unsafe { &*table };
+    let sample = SAMPLE.load(Ordering::Relaxed);
+    if sample > 1 && !table.sample_tick(sample) {
+        return;
+    }
+    table.bump(ra, kind);
+}

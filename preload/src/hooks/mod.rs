@@ -1,0 +1,128 @@
+//! The refcount entry points refwatch puts itself in front of, listed once.
+//!
+//! Each entry is reached through a patched GOT slot of a watched object. Its
+//! trampoline (`arch`) hands the caller's return address (the call site) to a
+//! typed hook, which counts the event and calls the real function. Hooks never
+//! allocate, lock, log or make a system call.
+
+mod arch;
+
+use crate::count::{record, Kind};
+use std::ffi::{c_char, c_int, c_void};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// One hooked function.
+pub struct Hook {
+    /// The symbol name an extension's relocation refers to.
+    pub name: &'static str,
+    /// Where patched GOT slots point.
+    pub entry: unsafe extern "C" fn(),
+    /// The interpreter's own function; 0 until resolved at start.
+    pub real: &'static AtomicUsize,
+}
+
+/// Reads a resolved original. Only called from hooks, which are only
+/// reachable through slots patched after `real` was set (non-zero).
+#[inline(always)]
+fn real(slot: &AtomicUsize) -> usize {
+    slot.load(Ordering::Relaxed)
+}
+
+/// Declares the hooks: `name(shape) => kind`. Shapes: `object` for
+/// `f(PyObject *)`, `total` for `f(void)` (debug builds' per-site total
+/// functions), `negative` for `_Py_NegativeRefcount(file, line, op)`.
+macro_rules! hooks {
+    ($( $name:ident ( $shape:ident ) => $kind:expr ),* $(,)?) => {
+        $( hooks!(@one $name $shape $kind); )*
+        /// Every hooked function.
+        pub static HOOKS: &[Hook] = &[
+            $( Hook { name: stringify!($name), entry: $name::entry, real: &$name::REAL } ),*
+        ];
+    };
+    (@one $name:ident object $kind:expr) => {
+        #[allow(non_snake_case)]
+        mod $name {
+            use super::*;
+            pub static REAL: AtomicUsize = AtomicUsize::new(0);
+            extern "C" fn hook(op: *mut c_void, ra: usize) {
+                record(ra, $kind);
+                // SAFETY: REAL holds the address of the interpreter's function
+                // of this name, whose C signature is `void f(PyObject *)`.
+                let f: extern "C" fn(*mut c_void) = unsafe { std::mem::transmute(real(&REAL)) };
+                f(op)
+            }
+            arch::trampoline!(entry, ra_after_1_arg, hook);
+        }
+    };
+    (@one $name:ident total $kind:expr) => {
+        #[allow(non_snake_case)]
+        mod $name {
+            use super::*;
+            pub static REAL: AtomicUsize = AtomicUsize::new(0);
+            extern "C" fn hook(ra: usize) {
+                record(ra, $kind);
+                // SAFETY: REAL holds the address of the interpreter's function
+                // of this name, whose C signature is `void f(void)`.
+                let f: extern "C" fn() = unsafe { std::mem::transmute(real(&REAL)) };
+                f()
+            }
+            arch::trampoline!(entry, ra_after_0_args, hook);
+        }
+    };
+    (@one $name:ident negative $kind:expr) => {
+        #[allow(non_snake_case)]
+        mod $name {
+            use super::*;
+            pub static REAL: AtomicUsize = AtomicUsize::new(0);
+            extern "C" fn hook(file: *const c_char, line: c_int, op: *mut c_void, ra: usize) {
+                record(ra, $kind);
+                // SAFETY: REAL holds `_Py_NegativeRefcount`, whose C signature
+                // is `void f(const char *, int, PyObject *)`.
+                let f: extern "C" fn(*const c_char, c_int, *mut c_void) =
+                    unsafe { std::mem::transmute(real(&REAL)) };
+                f(file, line, op)
+            }
+            arch::trampoline!(entry, ra_after_3_args, hook);
+        }
+    };
+}
+
+// DESIGN.md §2: what an extension's Py_INCREF/Py_DECREF compile to, per build.
+hooks! {
+    Py_IncRef(object) => Kind::Incref,
+    Py_DecRef(object) => Kind::Decref,
+    // Limited API (3.12+ release, 3.10+ debug).
+    _Py_IncRef(object) => Kind::Incref,
+    _Py_DecRef(object) => Kind::Decref,
+    // Any build: a Py_DECREF that reached zero.
+    _Py_Dealloc(object) => Kind::Dealloc,
+    // Debug builds.
+    _Py_NegativeRefcount(negative) => Kind::Negative,
+    // Debug 3.12+, normal API: one call per Py_INCREF/Py_DECREF site.
+    _Py_INCREF_IncRefTotal(total) => Kind::Incref,
+    _Py_DECREF_DecRefTotal(total) => Kind::Decref,
+    // Debug 3.12, limited API.
+    _Py_IncRefTotal_DO_NOT_USE_THIS(total) => Kind::Incref,
+    _Py_DecRefTotal_DO_NOT_USE_THIS(total) => Kind::Decref,
+}
+
+/// Looks up the interpreter's function for every hook. Hooks whose function
+/// this interpreter lacks stay unresolved and are never patched in.
+pub fn resolve() {
+    for hook in HOOKS {
+        let name = std::ffi::CString::new(hook.name).expect("hook names have no NUL");
+        // SAFETY: `name` is a valid C string; RTLD_DEFAULT searches the global
+        // scope, where the interpreter (executable or libpython) exports the
+        // C-API. refwatch exports none of these names, so it cannot find
+        // itself.
+        let address = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+        hook.real.store(address as usize, Ordering::Relaxed);
+    }
+}
+
+/// The hook for a symbol name, if that name is hooked and resolved.
+pub fn find(name: &[u8]) -> Option<&'static Hook> {
+    HOOKS
+        .iter()
+        .find(|h| h.name.as_bytes() == name && h.real.load(Ordering::Relaxed) != 0)
+}

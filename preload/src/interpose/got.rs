@@ -1,0 +1,60 @@
+//! Writing hook addresses into GOT slots.
+
+use super::elf::{Dynamic, Loaded};
+use crate::hooks;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const PAGE: usize = 4096;
+
+/// Points every GOT slot of `object` that refers to a hooked function at
+/// its hook. Returns how many slots now go through refwatch.
+///
+/// `GLOB_DAT` slots are patched too (`-fno-plt` builds call through them):
+/// that is safe only because the refcount entry points are never stored as
+/// type slots, whose identity CPython compares (DESIGN.md §3).
+///
+/// # Safety
+/// `object` must be loaded, and `dynamic` must be its tables.
+pub unsafe fn patch(object: &Loaded, dynamic: &Dynamic) -> usize {
+    let relro = object.relro();
+    let mut patched = 0;
+    // SAFETY: the caller guarantees the object is loaded.
+    unsafe {
+        dynamic.for_each_import(|import| {
+            let Some(hook) = hooks::find(import.name) else { return };
+            if !import.undefined {
+                return; // the object's own definition, not the interpreter's
+            }
+            let slot = import.slot as usize;
+            let in_relro = relro.as_ref().is_some_and(|r| r.contains(&slot));
+            if write_slot(slot, hook.entry as usize, in_relro) {
+                patched += 1;
+            }
+        });
+    }
+    patched
+}
+
+/// Stores `value` at `slot`, lifting RELRO protection for the moment of the
+/// write. Pages outside `PT_GNU_RELRO` are left as they are: a lazily bound
+/// `.got.plt` must stay writable.
+fn write_slot(slot: usize, value: usize, in_relro: bool) -> bool {
+    let page = slot & !(PAGE - 1);
+    let protect = |prot| {
+        // SAFETY: `page` is the page-aligned start of a mapped GOT page of a
+        // loaded object; changing its protection affects no Rust memory.
+        unsafe { libc::mprotect(page as *mut libc::c_void, PAGE, prot) == 0 }
+    };
+    if in_relro && !protect(libc::PROT_READ | libc::PROT_WRITE) {
+        return false;
+    }
+    // SAFETY: `slot` is an aligned, mapped, writable GOT entry of a loaded
+    // object (made writable above when in RELRO). Other threads may call
+    // through it meanwhile: the 8-byte atomic store makes them see either
+    // the old or the new target, never a torn one.
+    unsafe { AtomicUsize::from_ptr(slot as *mut usize) }.store(value, Ordering::Release);
+    if in_relro {
+        protect(libc::PROT_READ);
+    }
+    true
+}

@@ -1,0 +1,23 @@
+//! librefwatch.so: preloaded into a Python process, it counts the reference
+//! operations that unmodified extension modules make through calls, per
+//! call site, and reports them per source line.
+//!
+//! The data path, one module each: `interpose` (get loaded, patch the GOT of
+//! watched objects) → `hooks` (count, call the original) → `count`
+//! (per-thread tables) → `python` (the interpreter's facts and Python-side
+//! work) → `symbolize` (DWARF) → `report` (text or JSON Lines). `lifecycle`
+//! ties them together: start, fork, exit.
+//!
+//! The only symbols it exports are those it interposes on: `dlopen`,
+//! `dlclose`, `_exit`, `_Exit`.
+
+mod count;
+mod hooks;
+mod interpose;
+mod lifecycle;
+mod python;
+mod report;
+mod symbolize;
+mod sys;
+
+pub use interpose::dlopen::{_Exit, _exit, dlclose, dlopen};

@@ -1,0 +1,206 @@
+//! The agent's life in a process: dormant until the first watched object is
+//! seen (so `sh`, `ls` and pyenv shims that inherit LD_PRELOAD are left
+//! alone), then started once; stopped for forks; the summary written once at
+//! exit, whichever way the process ends.
+
+use crate::python::{api, facts, runtime};
+use crate::report::{self, thread};
+use crate::{count, hooks, sys};
+use refwatch_model::{event::SCHEMA, Event, Flavour, Settings};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, Once, OnceLock};
+use std::time::Instant;
+
+/// The validated settings, or `None` when a value was invalid (refwatch then
+/// stays off in this process).
+static SETTINGS: OnceLock<Option<Settings>> = OnceLock::new();
+static START: Once = Once::new();
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+static STARTED_AT: Mutex<Option<Instant>> = Mutex::new(None);
+static FLAVOUR: OnceLock<Flavour> = OnceLock::new();
+static SEQ: AtomicU64 = AtomicU64::new(0);
+static SUMMARY_WRITTEN: AtomicBool = AtomicBool::new(false);
+/// The C-level fork handler stopped the reporter (a fork Python did not
+/// announce), so the parent handler restarts it.
+static STOPPED_FOR_C_FORK: AtomicBool = AtomicBool::new(false);
+
+/// The settings, read and validated the first time an object that uses the
+/// C-API is seen; each invalid value is reported on one line.
+fn load_settings() -> Option<&'static Settings> {
+    SETTINGS
+        .get_or_init(|| match Settings::from_lookup(sys::env) {
+            Ok(settings) => Some(settings),
+            Err(errors) => {
+                for e in &errors {
+                    sys::warn(format_args!("{}", e.to_string().trim_start_matches("refwatch: ")));
+                }
+                sys::warn(format_args!("not watching this process; the program runs unchanged"));
+                None
+            }
+        })
+        .as_ref()
+}
+
+/// The settings once validated.
+pub fn settings() -> Option<&'static Settings> {
+    SETTINGS.get().and_then(Option::as_ref)
+}
+
+/// Decides whether an object that uses the C-API is watched, starting the
+/// agent for the first one.
+pub fn should_watch(basename: &str, stdlib: bool) -> bool {
+    let Some(settings) = load_settings() else { return false };
+    if !settings.modules.watches(basename, stdlib) {
+        return false;
+    }
+    START.call_once(|| start(settings));
+    ACTIVE.load(Ordering::Acquire)
+}
+
+fn start(settings: &'static Settings) {
+    if api::api().is_none() || !count::registry::init() {
+        sys::warn(format_args!("this process has no usable Python C-API; not watching it"));
+        return;
+    }
+    count::set_sample(settings.sample);
+    hooks::resolve();
+    FLAVOUR.get_or_init(facts::flavour);
+    *STARTED_AT.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    // SAFETY: the three handlers are `extern "C" fn()` that stay valid for
+    // the life of the process (this library is never unloaded).
+    unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+    ACTIVE.store(true, Ordering::Release);
+    report::emit_start();
+    // Usually possible right away: Python holds the GIL while it imports an
+    // extension. Otherwise the reporter's first pending call does it.
+    runtime::register_if_possible();
+    thread::start();
+}
+
+/// The `start` event for this process.
+pub fn start_event() -> Event {
+    let python = api::api().map(|a| a.version()).unwrap_or_default();
+    let executable = std::fs::read_link("/proc/self/exe").map(|p| p.display().to_string()).unwrap_or_default();
+    let settings = settings()
+        .map(|s| s.effective().into_iter().map(|(k, v)| (k.to_string(), v.into())).collect())
+        .unwrap_or_default();
+    Event::Start {
+        pid: sys::getpid(),
+        schema: SCHEMA,
+        refwatch: env!("CARGO_PKG_VERSION").to_string(),
+        python,
+        flavour: FLAVOUR.get().cloned().unwrap_or_default(),
+        executable,
+        settings,
+    }
+}
+
+/// Release builds have no refcount total: a gc census is the nearest thing.
+pub fn census_applies() -> bool {
+    FLAVOUR.get().is_some_and(|f| !f.debug)
+}
+
+pub fn next_seq() -> u64 {
+    SEQ.fetch_add(1, Ordering::Relaxed) + 1
+}
+
+/// Seconds since the agent started in this process.
+pub fn elapsed() -> f64 {
+    let started = *STARTED_AT.lock().unwrap_or_else(|e| e.into_inner());
+    started.map_or(0.0, |t| t.elapsed().as_secs_f64())
+}
+
+/// Python's at-exit callback: the interpreter still runs and this thread
+/// holds the GIL, so the summary gets fresh totals.
+pub fn on_python_exit() {
+    runtime::close();
+    thread::stop();
+    write_summary(runtime::totals_now(census_applies()));
+}
+
+/// `_exit`/`_Exit`, or the library's destructor at `exit`: write the summary
+/// if Python's at-exit callback did not.
+pub fn on_process_exit() {
+    if !ACTIVE.load(Ordering::Acquire) || SUMMARY_WRITTEN.load(Ordering::Acquire) {
+        return;
+    }
+    thread::stop();
+    // `os._exit` is called with the GIL held: totals can still be had.
+    let totals = runtime::totals_now(census_applies());
+    runtime::close();
+    write_summary(totals);
+}
+
+fn write_summary(totals: Option<refwatch_model::Totals>) {
+    if !ACTIVE.load(Ordering::Acquire) || SUMMARY_WRITTEN.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    report::emit(&Event::Summary {
+        pid: sys::getpid(),
+        elapsed: elapsed(),
+        sites: report::sites(),
+        totals: totals.unwrap_or_default(),
+        findings: Vec::new(),
+        held: Vec::new(),
+        sample: report::sample_field(),
+    });
+}
+
+pub fn before_python_fork() {
+    thread::stop();
+}
+
+pub fn after_python_fork_parent() {
+    thread::start();
+}
+
+pub fn after_python_fork_child() {
+    thread::start();
+}
+
+extern "C" fn fork_prepare() {
+    if ACTIVE.load(Ordering::Acquire) {
+        STOPPED_FOR_C_FORK.store(thread::stop(), Ordering::Relaxed);
+    }
+}
+
+extern "C" fn fork_parent() {
+    if STOPPED_FOR_C_FORK.swap(false, Ordering::Relaxed) {
+        thread::start();
+    }
+}
+
+/// In the child: only this thread survived. Fresh counts, a fresh clock, and
+/// a summary of its own; the reporter is restarted by Python's after-fork
+/// hook (a child that only execs never writes anything).
+extern "C" fn fork_child() {
+    if !ACTIVE.load(Ordering::Acquire) {
+        return;
+    }
+    STOPPED_FOR_C_FORK.store(false, Ordering::Relaxed);
+    thread::forget_after_fork();
+    count::registry::reset_after_fork();
+    runtime::forget_totals();
+    SEQ.store(0, Ordering::Relaxed);
+    SUMMARY_WRITTEN.store(false, Ordering::Release);
+    *STARTED_AT.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+}
+
+/// Runs when the process exits through `exit()` (after Python's at-exit
+/// callbacks, if any), for programs that leave without finalizing Python.
+extern "C" fn at_unload() {
+    on_process_exit_without_python();
+}
+
+fn on_process_exit_without_python() {
+    if !ACTIVE.load(Ordering::Acquire) || SUMMARY_WRITTEN.load(Ordering::Acquire) {
+        return;
+    }
+    runtime::close();
+    thread::stop();
+    write_summary(None);
+}
+
+#[used]
+#[link_section = ".fini_array"]
+static AT_UNLOAD: extern "C" fn() = at_unload;

@@ -1,0 +1,6 @@
+//! The running interpreter: its C-API (found at run time), its build, and the
+//! Python-side work done with the GIL held.
+
+pub mod api;
+pub mod facts;
+pub mod runtime;

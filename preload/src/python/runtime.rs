@@ -1,0 +1,272 @@
+//! Python-side work: registering the at-exit and at-fork callbacks, and
+//! computing totals (refcount total, refchain walk, census).
+//!
+//! All of it runs on a Python thread with the GIL held, never on refwatch's
+//! own thread (DESIGN.md §3: a foreign thread racing finalization can be
+//! killed or hang): right away when the caller holds the GIL, otherwise
+//! through `Py_AddPendingCall`, and never once the at-exit callback has run.
+
+use super::api::{api, Api, MethodDef, PyObject, METH_NOARGS, PY_EVAL_INPUT, PY_FILE_INPUT};
+use crate::lifecycle;
+use refwatch_model::event::TypeCount;
+use refwatch_model::Totals;
+use std::ffi::{c_int, c_void, CStr};
+use std::ptr::null_mut;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+/// Module-free globals dict holding refwatch's Python helpers.
+static GLOBALS: AtomicPtr<PyObject> = AtomicPtr::new(null_mut());
+static REGISTERED: AtomicBool = AtomicBool::new(false);
+/// Set by the at-exit callback, under the lock, so that no pending call is
+/// added once finalization may begin.
+static CLOSING: Mutex<bool> = Mutex::new(false);
+/// The latest totals, with a sequence number the reporter waits on.
+static LATEST: Mutex<(u64, Option<Totals>)> = Mutex::new((0, None));
+static FRESH: Condvar = Condvar::new();
+
+const SETUP: &CStr = c"
+import atexit as _atexit, gc as _gc, os as _os, sys as _sys
+_atexit.register(_rw_atexit)
+if hasattr(_os, 'register_at_fork'):
+    _os.register_at_fork(before=_rw_before_fork, after_in_parent=_rw_after_fork_parent,
+                         after_in_child=_rw_after_fork_child)
+
+def _rw_totals(census):
+    out = []
+    total = getattr(_sys, 'gettotalrefcount', None)
+    if total is not None:
+        out.append('refs %d' % total())
+    objs = None
+    if hasattr(_sys, 'getobjects'):
+        objs, how = _sys.getobjects(0), 'refchain'
+    elif census:
+        objs, how = _gc.get_objects(), 'census'
+    if objs is not None:
+        counts = {}
+        refsum = 0
+        for o in objs:
+            name = type(o).__name__
+            counts[name] = counts.get(name, 0) + 1
+            if how == 'census':
+                n = _sys.getrefcount(o) - 2   # the list's and the argument's
+                if n < (1 << 30):             # immortal objects (3.12+) excluded
+                    refsum += n
+        out.append('objects %d %s' % (len(objs), how))
+        if how == 'census':
+            out.append('refsum %d' % refsum)
+        top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+        out.extend('type %d %s' % (n, t.replace(chr(10), ' ')) for t, n in top)
+        del objs
+    return chr(10).join(out)
+";
+
+/// Registers refwatch's callbacks with the interpreter, if the calling thread
+/// may run Python code. Returns whether they are registered (now or before).
+pub fn register_if_possible() -> bool {
+    if REGISTERED.load(Ordering::Acquire) {
+        return true;
+    }
+    let Some(api) = api().filter(|a| a.can_run_python()) else { return false };
+    // SAFETY: this thread holds the GIL and the interpreter is running.
+    let ok = unsafe { register(api) };
+    REGISTERED.store(ok, Ordering::Release);
+    ok
+}
+
+struct Methods([MethodDef; 4]);
+// SAFETY: the definitions are immutable and point at static strings and
+// functions only.
+unsafe impl Sync for Methods {}
+
+static METHODS: Methods = Methods([
+    MethodDef { name: c"_rw_atexit".as_ptr(), meth: at_exit, flags: METH_NOARGS, doc: std::ptr::null() },
+    MethodDef { name: c"_rw_before_fork".as_ptr(), meth: before_fork, flags: METH_NOARGS, doc: std::ptr::null() },
+    MethodDef { name: c"_rw_after_fork_parent".as_ptr(), meth: after_fork_parent, flags: METH_NOARGS, doc: std::ptr::null() },
+    MethodDef { name: c"_rw_after_fork_child".as_ptr(), meth: after_fork_child, flags: METH_NOARGS, doc: std::ptr::null() },
+]);
+
+/// # Safety
+/// The caller holds the GIL of a running interpreter.
+unsafe fn register(api: &Api) -> bool {
+    // SAFETY: GIL held (caller's contract); every object created here is
+    // checked for NULL and kept for the life of the process.
+    unsafe {
+        let globals = (api.dict_new)();
+        if globals.is_null() {
+            return false;
+        }
+        (api.dict_set_item_string)(globals, c"__builtins__".as_ptr(), (api.eval_get_builtins)());
+        for def in &METHODS.0 {
+            let function = (api.cfunction_new_ex)(def, null_mut(), null_mut());
+            if function.is_null() {
+                return false;
+            }
+            (api.dict_set_item_string)(globals, def.name, function);
+            (api.decref)(function);
+        }
+        GLOBALS.store(globals, Ordering::Release);
+        match run(api, SETUP, PY_FILE_INPUT) {
+            Some(result) => {
+                (api.decref)(result);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Runs `code` in refwatch's globals; `None` if it raised (the exception is
+/// dropped, and any exception already pending is kept as it was).
+///
+/// # Safety
+/// The caller holds the GIL; `GLOBALS` is set.
+unsafe fn run(api: &Api, code: &CStr, start: c_int) -> Option<*mut PyObject> {
+    let globals = GLOBALS.load(Ordering::Acquire);
+    let mut saved: [*mut PyObject; 3] = [null_mut(); 3];
+    let mut raised: [*mut PyObject; 3] = [null_mut(); 3];
+    // SAFETY: GIL held (caller's contract); the out-pointers are valid; the
+    // fetched references are restored or released exactly once.
+    unsafe {
+        (api.err_fetch)(&mut saved[0], &mut saved[1], &mut saved[2]);
+        let result = (api.run_string_flags)(code.as_ptr(), start, globals, globals, null_mut());
+        (api.err_fetch)(&mut raised[0], &mut raised[1], &mut raised[2]);
+        for object in raised.into_iter().filter(|o| !o.is_null()) {
+            (api.decref)(object);
+        }
+        (api.err_restore)(saved[0], saved[1], saved[2]);
+        (!result.is_null()).then_some(result)
+    }
+}
+
+/// Computes totals now. `census`: walk the gc's objects on release builds.
+pub fn totals_now(census: bool) -> Option<Totals> {
+    let api = api().filter(|a| a.can_run_python())?;
+    if !REGISTERED.load(Ordering::Acquire) {
+        return None;
+    }
+    let code = if census { c"_rw_totals(True)" } else { c"_rw_totals(False)" };
+    // SAFETY: can_run_python: this thread holds the GIL of a running
+    // interpreter; registration set GLOBALS.
+    let text = unsafe {
+        let result = run(api, code, PY_EVAL_INPUT)?;
+        let utf8 = (api.unicode_as_utf8)(result);
+        let text = (!utf8.is_null()).then(|| CStr::from_ptr(utf8).to_string_lossy().into_owned());
+        (api.decref)(result);
+        text?
+    };
+    let totals = parse_totals(&text);
+    let mut latest = LATEST.lock().unwrap_or_else(|e| e.into_inner());
+    *latest = (latest.0 + 1, Some(totals.clone()));
+    FRESH.notify_all();
+    Some(totals)
+}
+
+fn parse_totals(text: &str) -> Totals {
+    let mut totals = Totals::default();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ' ');
+        let (key, n) = (parts.next(), parts.next().and_then(|n| n.parse::<i64>().ok()));
+        match (key, n) {
+            (Some("refs"), Some(n)) => totals.refs = Some(n),
+            (Some("objects"), Some(n)) => {
+                totals.objects = Some(n as u64);
+                totals.objects_from = parts.next().map(str::to_string);
+            }
+            (Some("refsum"), Some(n)) => totals.refcount_sum = Some(n as u64),
+            (Some("type"), Some(n)) => totals.by_type.push(TypeCount {
+                type_name: parts.next().unwrap_or("?").to_string(),
+                count: n as u64,
+            }),
+            _ => {}
+        }
+    }
+    totals
+}
+
+const PENDING_TOTALS: usize = 1;
+const PENDING_CENSUS: usize = 2;
+
+/// From refwatch's thread: asks the main thread for fresh totals at its next
+/// safe point and waits up to `wait` for them. Returns the latest totals
+/// (possibly older ones if the main thread is busy in C code).
+pub fn request_totals(census: bool, wait: Duration) -> Option<Totals> {
+    let before = LATEST.lock().unwrap_or_else(|e| e.into_inner()).0;
+    let scheduled = {
+        let closing = CLOSING.lock().unwrap_or_else(|e| e.into_inner());
+        match api() {
+            // SAFETY: Py_IsInitialized may be called from any thread;
+            // Py_AddPendingCall is documented as callable from any thread
+            // and is not called once the at-exit callback set CLOSING.
+            Some(api) if !*closing && unsafe { (api.is_initialized)() } != 0 => unsafe {
+                let arg = if census { PENDING_CENSUS } else { PENDING_TOTALS };
+                (api.add_pending_call)(pending, arg as *mut c_void) == 0
+            },
+            _ => false,
+        }
+    };
+    let latest = LATEST.lock().unwrap_or_else(|e| e.into_inner());
+    let latest = if scheduled {
+        FRESH.wait_timeout_while(latest, wait, |l| l.0 == before).map(|r| r.0).unwrap_or_else(|e| e.into_inner().0)
+    } else {
+        latest
+    };
+    latest.1.clone()
+}
+
+/// Runs on the main thread with the GIL held.
+unsafe extern "C" fn pending(arg: *mut c_void) -> c_int {
+    if *CLOSING.lock().unwrap_or_else(|e| e.into_inner()) {
+        return 0;
+    }
+    if register_if_possible() {
+        totals_now(arg as usize == PENDING_CENSUS);
+    }
+    0
+}
+
+/// Stops further pending calls: called first thing at exit.
+pub fn close() {
+    *CLOSING.lock().unwrap_or_else(|e| e.into_inner()) = true;
+}
+
+/// Returns a new reference to `None` (what a METH_NOARGS function returns).
+fn none() -> *mut PyObject {
+    match api() {
+        Some(api) => {
+            // SAFETY: called from a Python callback, GIL held; `none` is the
+            // None singleton.
+            unsafe { (api.incref)(api.none) };
+            api.none
+        }
+        None => null_mut(),
+    }
+}
+
+unsafe extern "C" fn at_exit(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    lifecycle::on_python_exit();
+    none()
+}
+
+unsafe extern "C" fn before_fork(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    lifecycle::before_python_fork();
+    none()
+}
+
+unsafe extern "C" fn after_fork_parent(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    lifecycle::after_python_fork_parent();
+    none()
+}
+
+unsafe extern "C" fn after_fork_child(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    *CLOSING.lock().unwrap_or_else(|e| e.into_inner()) = false;
+    lifecycle::after_python_fork_child();
+    none()
+}
+
+/// The child of a fork starts with no totals of its own.
+pub fn forget_totals() {
+    *LATEST.lock().unwrap_or_else(|e| e.into_inner()) = (0, None);
+}
+

@@ -1,0 +1,85 @@
+//! From counts to reports: sum every thread's table per return address,
+//! name each address's line, aggregate per line, and write the event.
+
+mod output;
+pub mod thread;
+
+use crate::count::{self, registry, Kind};
+use crate::interpose;
+use crate::lifecycle;
+use crate::symbolize::{Place, Symbolizer};
+use refwatch_model::{Event, Site, Totals};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+static SYMBOLIZER: Mutex<Option<Symbolizer>> = Mutex::new(None);
+
+/// Counts per return address, summed over every thread's table.
+fn snapshot() -> HashMap<usize, [u64; count::table::KINDS]> {
+    let mut sums: HashMap<usize, [u64; count::table::KINDS]> = HashMap::new();
+    registry::for_each_table(|table| {
+        table.for_each(|ra, counts| {
+            let sum = sums.entry(ra).or_default();
+            for (s, c) in sum.iter_mut().zip(counts) {
+                *s += c;
+            }
+        });
+    });
+    sums
+}
+
+/// The current per-line sites, busiest first. With sampling, counts are
+/// scaled up to estimates.
+pub fn sites() -> Vec<Site> {
+    let watched = interpose::watched();
+    let scale = u64::from(count::sample());
+    let mut symbolizer = SYMBOLIZER.lock().unwrap_or_else(|e| e.into_inner());
+    let symbolizer = symbolizer.get_or_insert_with(Symbolizer::default);
+    let mut by_place: HashMap<Place, Site> = HashMap::new();
+    for (ra, counts) in snapshot() {
+        let place = symbolizer.place(ra, &watched);
+        let site = by_place.entry(place.clone()).or_insert_with(|| Site {
+            module: place.module,
+            file: place.file,
+            line: place.line,
+            function: place.function,
+            ..Site::default()
+        });
+        site.incref += counts[Kind::Incref as usize] * scale;
+        site.decref += counts[Kind::Decref as usize] * scale;
+        site.dealloc += counts[Kind::Dealloc as usize] * scale;
+    }
+    let mut sites: Vec<Site> = by_place.into_values().filter(|s| s.incref + s.decref + s.dealloc > 0).collect();
+    sites.sort_by(|a, b| {
+        let total = |s: &Site| s.incref + s.decref + s.dealloc;
+        total(b).cmp(&total(a)).then_with(|| (&a.module, &a.file, a.line).cmp(&(&b.module, &b.file, b.line)))
+    });
+    sites
+}
+
+/// Fills `refs_delta` from the previous totals.
+pub fn with_delta(mut totals: Totals, previous: Option<&Totals>) -> Totals {
+    if let (Some(now), Some(before)) = (totals.refs, previous.and_then(|p| p.refs)) {
+        totals.refs_delta = Some(now - before);
+    }
+    totals
+}
+
+/// The `sample` field of reports: present only when sampling.
+pub fn sample_field() -> Option<u32> {
+    Some(count::sample()).filter(|&n| n > 1)
+}
+
+/// Writes one event to the configured output.
+pub fn emit(event: &Event) {
+    let Some(settings) = lifecycle::settings() else { return };
+    let target = output::Target { output: &settings.output, format: settings.format };
+    output::write(&target, event, lifecycle::start_event);
+}
+
+/// Writes this process's `start` event (the output opens on first use).
+pub fn emit_start() {
+    let Some(settings) = lifecycle::settings() else { return };
+    let target = output::Target { output: &settings.output, format: settings.format };
+    output::open_for_this_process(&target, lifecycle::start_event);
+}

@@ -1,0 +1,79 @@
+//! Where events go: stderr or the `REFWATCH_OUTPUT` file, one `write(2)` per
+//! event. A forked child writes to its own file when the path has `%p`, and
+//! always starts with its own `start` line.
+
+use crate::sys;
+use refwatch_model::{text, Event, Format, Output};
+use std::sync::Mutex;
+
+struct Sink {
+    /// The process this sink was opened for.
+    pid: u32,
+    fd: i32,
+    /// Whether `fd` is refwatch's own (a file) rather than stderr.
+    owned: bool,
+}
+
+static SINK: Mutex<Option<Sink>> = Mutex::new(None);
+
+pub struct Target<'a> {
+    pub output: &'a Output,
+    pub format: Format,
+}
+
+/// Writes `event`, first opening (or, in a forked child, re-opening) the
+/// output and writing `start()` there when this process has not yet.
+pub fn write(target: &Target<'_>, event: &Event, start: impl FnOnce() -> Event) {
+    let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
+    ensure_open(&mut sink, target, start);
+    emit(sink.as_ref(), target.format, event);
+}
+
+/// Opens the output for this process and writes its `start` line, once.
+pub fn open_for_this_process(target: &Target<'_>, start: impl FnOnce() -> Event) {
+    ensure_open(&mut SINK.lock().unwrap_or_else(|e| e.into_inner()), target, start);
+}
+
+fn ensure_open(sink: &mut Option<Sink>, target: &Target<'_>, start: impl FnOnce() -> Event) {
+    let pid = sys::getpid();
+    if sink.as_ref().is_some_and(|s| s.pid == pid) {
+        return;
+    }
+    if let Some(old) = sink.take().filter(|s| s.owned && target.output.per_process()) {
+        // SAFETY: the inherited descriptor is refwatch's own file of the
+        // parent; the child writes to a file of its own instead.
+        unsafe { libc::close(old.fd) };
+    }
+    *sink = Some(open(target.output, pid));
+    emit(sink.as_ref(), target.format, &start());
+}
+
+fn open(output: &Output, pid: u32) -> Sink {
+    let Some(path) = output.path_for(pid) else {
+        return Sink { pid, fd: libc::STDERR_FILENO, owned: false };
+    };
+    let Ok(c_path) = std::ffi::CString::new(path.clone()) else {
+        return Sink { pid, fd: libc::STDERR_FILENO, owned: false };
+    };
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC;
+    // SAFETY: `c_path` is a valid C string; the mode is passed as the
+    // variadic third argument open(2) expects with O_CREAT.
+    let fd = unsafe { libc::open(c_path.as_ptr(), flags, 0o644 as libc::c_uint) };
+    if fd < 0 {
+        sys::warn(format_args!(
+            "REFWATCH_OUTPUT: cannot open {path}: {}; writing to stderr instead",
+            std::io::Error::last_os_error()
+        ));
+        return Sink { pid, fd: libc::STDERR_FILENO, owned: false };
+    }
+    Sink { pid, fd, owned: true }
+}
+
+fn emit(sink: Option<&Sink>, format: Format, event: &Event) {
+    let Some(sink) = sink else { return };
+    let bytes = match format {
+        Format::Json => event.to_line(),
+        Format::Text => text::render(event),
+    };
+    let _ = sys::write_all(sink.fd, bytes.as_bytes());
+}

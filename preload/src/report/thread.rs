@@ -1,0 +1,106 @@
+//! The reporter: refwatch's one thread. Every `REFWATCH_INTERVAL` it asks the
+//! interpreter for totals (through a pending call: it never runs Python code
+//! itself), names new sites, and writes a report.
+//!
+//! It is stopped and joined before every fork (Python 3.12+ warns when a
+//! process with several threads forks) and restarted afterwards.
+
+use crate::lifecycle;
+use crate::python::runtime;
+use refwatch_model::{Event, Totals};
+use std::sync::{Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+struct Control {
+    stop: bool,
+    handle: Option<JoinHandle<()>>,
+}
+
+static CONTROL: Mutex<Control> = Mutex::new(Control { stop: false, handle: None });
+static WAKE: Condvar = Condvar::new();
+
+/// How long a report waits for the main thread to hand over totals.
+const TOTALS_WAIT: Duration = Duration::from_millis(250);
+
+/// Starts the reporter unless it runs already or reports are exit-only.
+pub fn start() {
+    let Some(settings) = lifecycle::settings() else { return };
+    if settings.interval.is_zero() {
+        return;
+    }
+    let mut control = CONTROL.lock().unwrap_or_else(|e| e.into_inner());
+    if control.handle.is_some() {
+        return;
+    }
+    control.stop = false;
+    let interval = settings.interval;
+    let census_every = settings.census;
+    let spawned = std::thread::Builder::new()
+        .name("refwatch".into())
+        .spawn(move || {
+            // A panic here must not take the host down: the reporter just ends.
+            let _ = std::panic::catch_unwind(|| run(interval, census_every));
+        });
+    control.handle = spawned.ok();
+}
+
+/// Stops the reporter and waits for it. Returns whether it was running.
+pub fn stop() -> bool {
+    let handle = {
+        let mut control = CONTROL.lock().unwrap_or_else(|e| e.into_inner());
+        control.stop = true;
+        WAKE.notify_all();
+        control.handle.take()
+    };
+    match handle {
+        Some(handle) => {
+            let _ = handle.join();
+            true
+        }
+        None => false,
+    }
+}
+
+/// In a forked child: the reporter thread did not survive the fork.
+pub fn forget_after_fork() {
+    let mut control = CONTROL.lock().unwrap_or_else(|e| e.into_inner());
+    control.handle = None;
+    control.stop = false;
+}
+
+/// Sleeps `timeout` unless asked to stop; returns true when asked.
+fn sleep(timeout: Duration) -> bool {
+    let control = CONTROL.lock().unwrap_or_else(|e| e.into_inner());
+    let (control, _) = WAKE
+        .wait_timeout_while(control, timeout, |c| !c.stop)
+        .unwrap_or_else(|e| e.into_inner());
+    control.stop
+}
+
+fn run(interval: Duration, census_every: Duration) {
+    let mut last_census = Instant::now();
+    let mut previous: Option<Totals> = None;
+    while !sleep(interval) {
+        let census = lifecycle::census_applies()
+            && !census_every.is_zero()
+            && last_census.elapsed() >= census_every;
+        if census {
+            last_census = Instant::now();
+        }
+        let totals = runtime::request_totals(census, TOTALS_WAIT).unwrap_or_default();
+        let totals = crate::report::with_delta(totals, previous.as_ref());
+        previous = Some(totals.clone());
+        if sleep(Duration::ZERO) {
+            break; // asked to stop while waiting: the summary follows
+        }
+        crate::report::emit(&Event::Report {
+            pid: crate::sys::getpid(),
+            seq: lifecycle::next_seq(),
+            elapsed: lifecycle::elapsed(),
+            sites: crate::report::sites(),
+            totals,
+            sample: crate::report::sample_field(),
+        });
+    }
+}

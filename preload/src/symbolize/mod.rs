@@ -1,0 +1,94 @@
+//! Naming the source line of a call site: DWARF through `addr2line`, the
+//! innermost frame outside CPython's headers (DESIGN.md §5), else
+//! `symbol+0xoff`. Runs on the reporter (never on the hot path); every
+//! answer is cached by address.
+
+mod debuginfo;
+
+use crate::interpose::Watched;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Where a return address is, as far as refwatch can tell.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Place {
+    /// The watched object's file name; `None` when the address is outside
+    /// every watched object (a tail call: the interpreter's return address).
+    pub module: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub function: Option<String>,
+}
+
+#[derive(Default)]
+pub struct Symbolizer {
+    /// DWARF and symbols per object path; `None` when the file can't be read.
+    loaders: HashMap<String, Option<addr2line::Loader>>,
+    places: HashMap<usize, Place>,
+}
+
+impl Symbolizer {
+    /// The place of the call that returns to `ra`.
+    pub fn place(&mut self, ra: usize, watched: &[Watched]) -> Place {
+        if let Some(place) = self.places.get(&ra) {
+            return place.clone();
+        }
+        let place = match watched.iter().find(|w| w.contains(ra)) {
+            Some(object) => self.locate(object, ra),
+            None => Place::default(),
+        };
+        self.places.insert(ra, place.clone());
+        place
+    }
+
+    fn locate(&mut self, object: &Watched, ra: usize) -> Place {
+        let mut place = Place { module: Some(object.basename().to_string()), ..Place::default() };
+        let loader = self.loaders.entry(object.path.clone()).or_insert_with(|| {
+            addr2line::Loader::new(debuginfo::dwarf_file(Path::new(&object.path))).ok()
+        });
+        let Some(loader) = loader else { return place };
+        // The call instruction ends at `ra`; `ra - 1` is inside it.
+        let probe = (ra - 1 - object.bias) as u64;
+        if let Ok(mut frames) = loader.find_frames(probe) {
+            while let Ok(Some(frame)) = frames.next() {
+                let Some(location) = frame.location.as_ref() else { continue };
+                let Some(file) = location.file else { continue };
+                if is_cpython_header(file) {
+                    continue;
+                }
+                place.file = Some(file.to_string());
+                place.line = location.line;
+                place.function = frame.function.as_ref().and_then(|f| f.demangle().ok()).map(|f| f.into_owned());
+                return place;
+            }
+        }
+        if let Some(symbol) = loader.find_symbol_info(probe) {
+            place.function = Some(format!("{}+{:#x}", symbol.name(), probe + 1 - symbol.address()));
+        }
+        place
+    }
+}
+
+/// True for CPython's own headers (`.../include/python3.12/object.h`,
+/// `.../include/python3.13d/cpython/...`, or a source tree's `Include/`):
+/// the inlined `Py_DECREF` lives there, its caller is the line to name.
+pub fn is_cpython_header(path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').collect();
+    parts.windows(2).any(|w| w[0] == "include" && w[1].starts_with("python"))
+        || parts.contains(&"Include")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_cpython_header;
+
+    #[test]
+    fn headers() {
+        assert!(is_cpython_header("/usr/include/python3.11/object.h"));
+        assert!(is_cpython_header("/root/.pyenv/versions/3.12.1/include/python3.12/cpython/object.h"));
+        assert!(is_cpython_header("/x/cpython-3.13-trace/include/python3.13d/refcount.h"));
+        assert!(is_cpython_header("/src/cpython/Include/object.h"));
+        assert!(!is_cpython_header("/work/ext/fixture.c"));
+        assert!(!is_cpython_header("/usr/include/stdio.h"));
+    }
+}

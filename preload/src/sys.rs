@@ -1,0 +1,39 @@
+//! The few system calls the agent makes itself, without going through
+//! anything that could allocate or re-enter the agent.
+
+use std::io;
+
+/// Writes all of `bytes` to `fd`, retrying on `EINTR` and short writes.
+/// A line of up to `PIPE_BUF` bytes goes out in one `write(2)`.
+pub fn write_all(fd: i32, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        // SAFETY: `bytes` is a valid readable slice for its whole length.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        bytes = &bytes[n as usize..];
+    }
+    Ok(())
+}
+
+/// One line of the agent's own to stderr (`refwatch: ...`). Not for the hot
+/// path: it formats into a `String`.
+pub fn warn(message: std::fmt::Arguments<'_>) {
+    let line = format!("refwatch: {message}\n");
+    let _ = write_all(libc::STDERR_FILENO, line.as_bytes());
+}
+
+pub fn getpid() -> u32 {
+    // SAFETY: getpid has no preconditions and cannot fail.
+    unsafe { libc::getpid() as u32 }
+}
+
+/// Reads an environment variable. Only called on cold paths (start, fork).
+pub fn env(name: &str) -> Option<String> {
+    std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+}
