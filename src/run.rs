@@ -1,0 +1,106 @@
+//! `refwatch run`: preload the agent, run the command, pass its exit status
+//! through (re-raising the signal that killed it).
+
+use crate::cli::RunOptions;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+/// Set by the launcher only: the agent appends every finding there, so
+/// `--fail-on-findings` sees findings whatever the output format or target.
+pub const FINDINGS_FILE_VAR: &str = "REFWATCH_FINDINGS_FILE";
+
+/// librefwatch.so beside this executable (how `cargo build` and an install
+/// lay them out).
+fn agent_library() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [dir.join("librefwatch.so"), dir.join("../lib/librefwatch.so")].into_iter().find(|p| p.is_file())
+}
+
+pub fn run(options: RunOptions) -> ExitCode {
+    let Some((program, args)) = options.command.split_first() else {
+        eprintln!("refwatch: run: no command given");
+        return ExitCode::from(2);
+    };
+    let mut command = Command::new(program);
+    command.args(args);
+    let findings_file = std::env::temp_dir().join(format!("refwatch-findings-{}", std::process::id()));
+    for e in &options.invalid {
+        eprintln!("{e}");
+    }
+    if options.invalid.is_empty() {
+        match agent_library() {
+            Some(library) => {
+                let mut preload = library.into_os_string();
+                if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|p| !p.is_empty()) {
+                    preload.push(" ");
+                    preload.push(existing);
+                }
+                command.env("LD_PRELOAD", preload);
+                command.envs(options.env.iter().map(|(k, v)| (k, v)));
+                if options.fail_on_findings {
+                    let _ = std::fs::remove_file(&findings_file);
+                    command.env(FINDINGS_FILE_VAR, &findings_file);
+                }
+            }
+            None => eprintln!("refwatch: librefwatch.so not found beside the refwatch executable; running unwatched"),
+        }
+    } else {
+        eprintln!("refwatch: not watching this run; the command runs unchanged");
+    }
+    // Like a shell waiting for a job: ^C and ^\ are the child's to handle.
+    let previous = ignore_terminal_signals();
+    let status = command.status();
+    restore_terminal_signals(previous);
+    let status = match status {
+        Ok(status) => status,
+        Err(e) => {
+            eprintln!("refwatch: run: cannot start {}: {e}", program.to_string_lossy());
+            return ExitCode::from(127);
+        }
+    };
+    let found = options.fail_on_findings && std::fs::metadata(&findings_file).is_ok_and(|m| m.len() > 0);
+    let _ = std::fs::remove_file(&findings_file);
+    if let Some(signal) = status.signal() {
+        reraise(signal);
+    }
+    let code = status.code().unwrap_or(1);
+    if code == 0 && found {
+        eprintln!("refwatch: findings were reported (--fail-on-findings): exiting 1");
+        return ExitCode::from(1);
+    }
+    ExitCode::from(code as u8)
+}
+
+type Handlers = [libc::sighandler_t; 2];
+
+fn ignore_terminal_signals() -> Handlers {
+    // SAFETY: setting SIG_IGN for SIGINT/SIGQUIT has no memory-safety
+    // preconditions; the previous dispositions are restored after the wait.
+    unsafe { [libc::signal(libc::SIGINT, libc::SIG_IGN), libc::signal(libc::SIGQUIT, libc::SIG_IGN)] }
+}
+
+fn restore_terminal_signals(previous: Handlers) {
+    // SAFETY: restores the dispositions `ignore_terminal_signals` returned.
+    unsafe {
+        libc::signal(libc::SIGINT, previous[0]);
+        libc::signal(libc::SIGQUIT, previous[1]);
+    }
+}
+
+/// Dies of the same signal as the child, so our parent sees what it would
+/// have seen without refwatch.
+fn reraise(signal: i32) -> ! {
+    // SAFETY: restoring the default disposition and raising a signal on
+    // ourselves; if the signal does not end the process we exit below.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(signal);
+    }
+    std::process::exit(128 + signal)
+}
