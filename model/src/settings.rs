@@ -207,11 +207,10 @@ pub const SETTINGS: &[Setting] = &[
 ];
 
 impl Settings {
-    /// Reads every setting through `lookup` (an environment). Unset settings
-    /// keep their defaults; every invalid one is returned.
-    pub fn from_lookup(
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Settings, Vec<SettingError>> {
+    /// Reads every setting through `lookup` (an environment). Unset and
+    /// invalid settings keep their defaults; every invalid one is returned
+    /// with the settings.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> (Settings, Vec<SettingError>) {
         let mut settings = Settings::default();
         let mut errors = Vec::new();
         for setting in SETTINGS {
@@ -221,11 +220,7 @@ impl Settings {
                 }
             }
         }
-        if errors.is_empty() {
-            Ok(settings)
-        } else {
-            Err(errors)
-        }
+        (settings, errors)
     }
 
     /// Every setting's effective value, by variable name.
@@ -289,9 +284,13 @@ mod tests {
     use super::*;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<Settings, Vec<SettingError>> {
-        Settings::from_lookup(|k| {
-            pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
-        })
+        let (settings, errors) =
+            Settings::from_lookup(|k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()));
+        if errors.is_empty() {
+            Ok(settings)
+        } else {
+            Err(errors)
+        }
     }
 
     #[test]

@@ -6,14 +6,17 @@
 use crate::python::{api, facts, runtime};
 use crate::report::{self, thread};
 use crate::{count, hooks, sys};
-use refwatch_model::{event::SCHEMA, Event, Flavour, Settings};
+use refwatch_model::{event::SCHEMA, Event, Flavour, SettingError, Settings};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, Once, OnceLock};
 use std::time::Instant;
 
-/// The validated settings, or `None` when a value was invalid (refwatch then
-/// stays off in this process).
-static SETTINGS: OnceLock<Option<Settings>> = OnceLock::new();
+/// The settings as read (invalid values left at their defaults) and the
+/// invalid values, read once when the first object using the C-API is seen.
+static PARSED: OnceLock<(Settings, Vec<SettingError>)> = OnceLock::new();
+/// Set once the agent started with valid settings.
+static SETTINGS: OnceLock<&'static Settings> = OnceLock::new();
+static INVALID_REPORTED: Once = Once::new();
 static START: Once = Once::new();
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 static STARTED_AT: Mutex<Option<Instant>> = Mutex::new(None);
@@ -24,33 +27,27 @@ static SUMMARY_WRITTEN: AtomicBool = AtomicBool::new(false);
 /// announce), so the parent handler restarts it.
 static STOPPED_FOR_C_FORK: AtomicBool = AtomicBool::new(false);
 
-/// The settings, read and validated the first time an object that uses the
-/// C-API is seen; each invalid value is reported on one line.
-fn load_settings() -> Option<&'static Settings> {
-    SETTINGS
-        .get_or_init(|| match Settings::from_lookup(sys::env) {
-            Ok(settings) => Some(settings),
-            Err(errors) => {
-                for e in &errors {
-                    sys::warn(format_args!("{}", e.to_string().trim_start_matches("refwatch: ")));
-                }
-                sys::warn(format_args!("not watching this process; the program runs unchanged"));
-                None
-            }
-        })
-        .as_ref()
-}
-
-/// The settings once validated.
+/// The settings once the agent started.
 pub fn settings() -> Option<&'static Settings> {
-    SETTINGS.get().and_then(Option::as_ref)
+    SETTINGS.get().copied()
 }
 
 /// Decides whether an object that uses the C-API is watched, starting the
-/// agent for the first one.
+/// agent for the first one. Settings are validated here, so a process that
+/// never loads a watched object stays silent even with a bad value; one that
+/// does gets one line per invalid value and runs unwatched.
 pub fn should_watch(basename: &str, stdlib: bool) -> bool {
-    let Some(settings) = load_settings() else { return false };
+    let (settings, errors) = PARSED.get_or_init(|| Settings::from_lookup(sys::env));
     if !settings.modules.watches(basename, stdlib) {
+        return false;
+    }
+    if !errors.is_empty() {
+        INVALID_REPORTED.call_once(|| {
+            for e in errors {
+                sys::warn(format_args!("{}", e.to_string().trim_start_matches("refwatch: ")));
+            }
+            sys::warn(format_args!("not watching this process; the program runs unchanged"));
+        });
         return false;
     }
     START.call_once(|| start(settings));
@@ -62,6 +59,7 @@ fn start(settings: &'static Settings) {
         sys::warn(format_args!("this process has no usable Python C-API; not watching it"));
         return;
     }
+    SETTINGS.get_or_init(|| settings);
     count::set_sample(settings.sample);
     hooks::resolve();
     FLAVOUR.get_or_init(facts::flavour);
@@ -151,10 +149,14 @@ pub fn before_python_fork() {
 }
 
 pub fn after_python_fork_parent() {
-    thread::start();
+    runtime::start_reporter_later();
 }
 
 pub fn after_python_fork_child() {
+    runtime::start_reporter_later();
+}
+
+pub fn start_reporter() {
     thread::start();
 }
 

@@ -13,8 +13,7 @@ use refwatch_model::Totals;
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
-use std::sync::{Condvar, Mutex};
-use std::time::Duration;
+use std::sync::Mutex;
 
 /// Module-free globals dict holding refwatch's Python helpers.
 static GLOBALS: AtomicPtr<PyObject> = AtomicPtr::new(null_mut());
@@ -22,9 +21,10 @@ static REGISTERED: AtomicBool = AtomicBool::new(false);
 /// Set by the at-exit callback, under the lock, so that no pending call is
 /// added once finalization may begin.
 static CLOSING: Mutex<bool> = Mutex::new(false);
-/// The latest totals, with a sequence number the reporter waits on.
-static LATEST: Mutex<(u64, Option<Totals>)> = Mutex::new((0, None));
-static FRESH: Condvar = Condvar::new();
+/// The latest totals the main thread handed over.
+static LATEST: Mutex<Option<Totals>> = Mutex::new(None);
+/// A pending call for totals is queued and has not run yet.
+static PENDING: AtomicBool = AtomicBool::new(false);
 
 const SETUP: &CStr = c"
 import atexit as _atexit, gc as _gc, os as _os, sys as _sys
@@ -157,9 +157,7 @@ pub fn totals_now(census: bool) -> Option<Totals> {
         text?
     };
     let totals = parse_totals(&text);
-    let mut latest = LATEST.lock().unwrap_or_else(|e| e.into_inner());
-    *latest = (latest.0 + 1, Some(totals.clone()));
-    FRESH.notify_all();
+    *LATEST.lock().unwrap_or_else(|e| e.into_inner()) = Some(totals.clone());
     Some(totals)
 }
 
@@ -187,32 +185,43 @@ fn parse_totals(text: &str) -> Totals {
 
 const PENDING_TOTALS: usize = 1;
 const PENDING_CENSUS: usize = 2;
+const PENDING_START_REPORTER: usize = 3;
+
+/// Starts the reporter from the main thread's next safe point, which comes
+/// after `os.fork()` returned: Python 3.13 counts the process's threads
+/// after running the after-fork hooks, so the reporter must not be back yet.
+pub fn start_reporter_later() {
+    let closing = CLOSING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(api) = api().filter(|_| !*closing) {
+        // SAFETY: called with the GIL held from an after-fork hook; the
+        // interpreter is running and not closing.
+        unsafe { (api.add_pending_call)(pending, PENDING_START_REPORTER as *mut c_void) };
+    }
+}
 
 /// From refwatch's thread: asks the main thread for fresh totals at its next
-/// safe point and waits up to `wait` for them. Returns the latest totals
-/// (possibly older ones if the main thread is busy in C code).
-pub fn request_totals(census: bool, wait: Duration) -> Option<Totals> {
-    let before = LATEST.lock().unwrap_or_else(|e| e.into_inner()).0;
-    let scheduled = {
-        let closing = CLOSING.lock().unwrap_or_else(|e| e.into_inner());
-        match api() {
-            // SAFETY: Py_IsInitialized may be called from any thread;
-            // Py_AddPendingCall is documented as callable from any thread
-            // and is not called once the at-exit callback set CLOSING.
-            Some(api) if !*closing && unsafe { (api.is_initialized)() } != 0 => unsafe {
-                let arg = if census { PENDING_CENSUS } else { PENDING_TOTALS };
-                (api.add_pending_call)(pending, arg as *mut c_void) == 0
-            },
-            _ => false,
-        }
-    };
-    let latest = LATEST.lock().unwrap_or_else(|e| e.into_inner());
-    let latest = if scheduled {
-        FRESH.wait_timeout_while(latest, wait, |l| l.0 == before).map(|r| r.0).unwrap_or_else(|e| e.into_inner().0)
-    } else {
-        latest
-    };
-    latest.1.clone()
+/// safe point (unless such a request is still pending), and returns the
+/// latest totals it handed over, which may be an interval old, or older if
+/// the main thread is busy outside bytecode. Never waits.
+pub fn request_totals(census: bool) -> Option<Totals> {
+    let closing = CLOSING.lock().unwrap_or_else(|e| e.into_inner());
+    let already = PENDING.swap(true, Ordering::AcqRel);
+    match api() {
+        // SAFETY: Py_IsInitialized may be called from any thread;
+        // Py_AddPendingCall is documented as callable from any thread and is
+        // not called once the at-exit callback set CLOSING.
+        Some(api) if !*closing && !already && unsafe { (api.is_initialized)() } != 0 => unsafe {
+            let arg = if census { PENDING_CENSUS } else { PENDING_TOTALS };
+            let rc = (api.add_pending_call)(pending, arg as *mut c_void);
+            if rc != 0 {
+                PENDING.store(false, Ordering::Release);
+            }
+        },
+        _ if !already => PENDING.store(false, Ordering::Release),
+        _ => {}
+    }
+    drop(closing);
+    LATEST.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// Runs on the main thread with the GIL held.
@@ -220,6 +229,11 @@ unsafe extern "C" fn pending(arg: *mut c_void) -> c_int {
     if *CLOSING.lock().unwrap_or_else(|e| e.into_inner()) {
         return 0;
     }
+    if arg as usize == PENDING_START_REPORTER {
+        lifecycle::start_reporter();
+        return 0;
+    }
+    PENDING.store(false, Ordering::Release);
     if register_if_possible() {
         totals_now(arg as usize == PENDING_CENSUS);
     }
@@ -267,6 +281,7 @@ unsafe extern "C" fn after_fork_child(_: *mut PyObject, _: *mut PyObject) -> *mu
 
 /// The child of a fork starts with no totals of its own.
 pub fn forget_totals() {
-    *LATEST.lock().unwrap_or_else(|e| e.into_inner()) = (0, None);
+    *LATEST.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    PENDING.store(false, Ordering::Release);
 }
 

@@ -17,7 +17,9 @@ static SYMBOLIZER: Mutex<Option<Symbolizer>> = Mutex::new(None);
 /// Counts per return address, summed over every thread's table.
 fn snapshot() -> HashMap<usize, [u64; count::table::KINDS]> {
     let mut sums: HashMap<usize, [u64; count::table::KINDS]> = HashMap::new();
+    let mut dropped = 0;
     registry::for_each_table(|table| {
+        dropped += table.dropped();
         table.for_each(|ra, counts| {
             let sum = sums.entry(ra).or_default();
             for (s, c) in sum.iter_mut().zip(counts) {
@@ -25,6 +27,14 @@ fn snapshot() -> HashMap<usize, [u64; count::table::KINDS]> {
             }
         });
     });
+    if dropped > 0 {
+        static TOLD: std::sync::Once = std::sync::Once::new();
+        TOLD.call_once(|| {
+            crate::sys::warn(format_args!(
+                "a thread made refcount calls from more call sites than its table holds; {dropped} events were not counted"
+            ))
+        });
+    }
     sums
 }
 

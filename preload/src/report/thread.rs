@@ -20,9 +20,6 @@ struct Control {
 static CONTROL: Mutex<Control> = Mutex::new(Control { stop: false, handle: None });
 static WAKE: Condvar = Condvar::new();
 
-/// How long a report waits for the main thread to hand over totals.
-const TOTALS_WAIT: Duration = Duration::from_millis(250);
-
 /// Starts the reporter unless it runs already or reports are exit-only.
 pub fn start() {
     let Some(settings) = lifecycle::settings() else { return };
@@ -88,12 +85,9 @@ fn run(interval: Duration, census_every: Duration) {
         if census {
             last_census = Instant::now();
         }
-        let totals = runtime::request_totals(census, TOTALS_WAIT).unwrap_or_default();
+        let totals = runtime::request_totals(census).unwrap_or_default();
         let totals = crate::report::with_delta(totals, previous.as_ref());
         previous = Some(totals.clone());
-        if sleep(Duration::ZERO) {
-            break; // asked to stop while waiting: the summary follows
-        }
         crate::report::emit(&Event::Report {
             pid: crate::sys::getpid(),
             seq: lifecycle::next_seq(),
