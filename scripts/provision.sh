@@ -107,6 +107,7 @@ fi
 rm -rf "${CACHE:?}/build/"*
 RUNDIR=$(mktemp -d "${TMPDIR:-/tmp}/refwatch-provision.XXXXXX")
 trap 'rm -rf "$RUNDIR"' EXIT
+trap 'warn "interrupted"; exit 130' INT TERM HUP
 T_START=$SECONDS
 
 fn_of() { echo "${1//-/_}"; } # source name -> function suffix
@@ -175,7 +176,10 @@ for label in "${LABELS[@]}"; do
             for f in "reason.$label" "unavailable.$label" "err.$label" "err.source.$src"; do
                 if [[ -s $RUNDIR/$f ]]; then
                     note=$(head -n 1 "$RUNDIR/$f")
-                    [[ $f == unavailable.* ]] && unavailable=1
+                    if [[ $f == unavailable.* ]]; then
+                        unavailable=1
+                        note="unavailable: $note"
+                    fi
                     break
                 fi
             done
@@ -192,12 +196,12 @@ for label in "${LABELS[@]}"; do
     if [[ -n ${SELECTED[$label]:-} ]]; then
         case $result in
         OK) echo "ok $ver" ;;
-        SKIP) if [[ -n $unavailable ]]; then echo "unavailable: $note"; else echo "skip: $note"; fi ;;
+        SKIP) if [[ -n $unavailable ]]; then echo "$note"; else echo "skip: $note"; fi ;;
         FAIL) echo "fail: $note" ;;
         esac >"$CACHE/status/$label"
     fi
     case $result in
-    SKIP) warn "SKIP $label ($status): $note" ;;
+    SKIP) warn "SKIP $label: $note" ;;
     FAIL)
         warn "FAIL $label ($status): $note"
         RC=1

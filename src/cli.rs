@@ -30,9 +30,15 @@ fn command() -> Clap {
                 .action(ArgAction::SetTrue)
                 .help("Exit 1 when any process of the run reported a finding and the command succeeded"),
         )
-        .arg(Arg::new("command").num_args(1..).required(true).trailing_var_arg(true).allow_hyphen_values(true)
-            .value_parser(clap::value_parser!(OsString))
-            .help("The command to run, after --"));
+        .arg(
+            Arg::new("command")
+                .num_args(1..)
+                .required(true)
+                .trailing_var_arg(true)
+                .allow_hyphen_values(true)
+                .value_parser(clap::value_parser!(OsString))
+                .help("The command to run, after --"),
+        );
     for setting in SETTINGS {
         run = run.arg(
             Arg::new(setting.flag)
@@ -43,7 +49,9 @@ fn command() -> Clap {
     }
     Clap::new("refwatch")
         .version(env!("CARGO_PKG_VERSION"))
-        .about("Counts the reference operations of Python C extensions per source line, and finds refcount bugs")
+        .about(
+            "Counts the reference operations of Python C extensions per source line, and finds refcount bugs",
+        )
         .subcommand_required(true)
         .subcommand(run)
         .subcommand(
@@ -60,7 +68,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Command {
 
 fn from_matches(matches: ArgMatches) -> Command {
     match matches.subcommand() {
-        Some(("check", m)) => Command::Check { file: m.get_one::<PathBuf>("file").cloned().unwrap_or_default() },
+        Some(("check", m)) => {
+            Command::Check { file: m.get_one::<PathBuf>("file").cloned().unwrap_or_default() }
+        }
         Some(("run", m)) => {
             let mut env = Vec::new();
             let mut invalid = Vec::new();
@@ -107,7 +117,10 @@ mod tests {
     #[test]
     fn flags_become_variables() {
         let o = run_options(&["run", "--interval", "0.5", "--format", "json", "--", "python", "-c", "pass"]);
-        assert_eq!(o.env, vec![("REFWATCH_INTERVAL", "0.5".to_string()), ("REFWATCH_FORMAT", "json".to_string())]);
+        assert_eq!(
+            o.env,
+            vec![("REFWATCH_INTERVAL", "0.5".to_string()), ("REFWATCH_FORMAT", "json".to_string())]
+        );
         assert!(o.invalid.is_empty());
         assert_eq!(o.command, ["python", "-c", "pass"].map(OsString::from));
     }

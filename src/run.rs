@@ -44,7 +44,9 @@ pub fn run(options: RunOptions) -> ExitCode {
                     command.env(FINDINGS_FILE_VAR, &findings_file);
                 }
             }
-            None => eprintln!("refwatch: librefwatch.so not found beside the refwatch executable; running unwatched"),
+            None => eprintln!(
+                "refwatch: librefwatch.so not found beside the refwatch executable; running unwatched"
+            ),
         }
     } else {
         eprintln!("refwatch: not watching this run; the command runs unchanged");

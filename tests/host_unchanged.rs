@@ -35,7 +35,12 @@ fn stdout_and_exit_status_are_unchanged() {
         let bare = run(py, &[&built], code, Agent::Off);
         let watched = run(py, &[&built], code, Agent::Raw(&[("REFWATCH_INTERVAL", "0.01")]));
         ensure!(bare.status.code() == Some(3), "bare run: {}", bare.describe());
-        ensure!(watched.status.code() == bare.status.code(), "status {:?} vs {:?}", watched.status, bare.status);
+        ensure!(
+            watched.status.code() == bare.status.code(),
+            "status {:?} vs {:?}",
+            watched.status,
+            bare.status
+        );
         ensure!(watched.stdout == bare.stdout, "stdout differs under refwatch");
         ensure!(watched.stderr.contains("summary at exit"), "no text summary on stderr: {}", watched.stderr);
         Ok(())
@@ -58,7 +63,11 @@ fn each_invalid_setting_gets_one_line_and_the_program_runs_unwatched() {
         let bare = run(py, &[&built], code, Agent::Off);
         for (var, value) in bad {
             let r = run(py, &[&built], code, Agent::Raw(&[(var, value)]));
-            ensure!(r.status.success() && r.stdout == bare.stdout, "{var}={value}: program changed: {}", r.describe());
+            ensure!(
+                r.status.success() && r.stdout == bare.stdout,
+                "{var}={value}: program changed: {}",
+                r.describe()
+            );
             let lines: Vec<&str> = r.stderr.lines().filter(|l| l.contains(var)).collect();
             ensure!(lines.len() == 1, "{var}={value}: expected one line naming it, got {:?}", r.stderr);
             ensure!(
@@ -88,8 +97,12 @@ fn processes_without_watched_extensions_stay_silent_and_start_nothing() {
     });
     // Programs that are not Python at all inherit LD_PRELOAD (shells, ls).
     let py = &common::matrix::pythons()[0];
-    let r = run_args(py, &[], &["-c", "import subprocess; subprocess.run(['sh', '-c', 'ls / >/dev/null; echo child'])"],
-        Agent::Raw(&[("REFWATCH_SAMPLE", "zero")]));
+    let r = run_args(
+        py,
+        &[],
+        &["-c", "import subprocess; subprocess.run(['sh', '-c', 'ls / >/dev/null; echo child'])"],
+        Agent::Raw(&[("REFWATCH_SAMPLE", "zero")]),
+    );
     assert_eq!(r.stdout, "child\n", "{}", r.describe());
     assert!(r.stderr.is_empty(), "non-Python child not silent: {:?}", r.stderr);
 }
@@ -123,7 +136,8 @@ fn a_forked_child_keeps_watching_with_fresh_counts_and_its_own_summary() {
         let r = run(py, &[&built], code, Agent::Json(&[("REFWATCH_INTERVAL", "0.05")]));
         ensure!(r.status.success() && r.stdout == "parent done\n", "driver: {}", r.describe());
         let parent = r.events.first().map(Event::pid).ok_or("no events")?;
-        let child = r.events.iter().map(Event::pid).find(|&p| p != parent).ok_or("no event from the child")?;
+        let child =
+            r.events.iter().map(Event::pid).find(|&p| p != parent).ok_or("no event from the child")?;
         ensure!(
             r.events.iter().any(|e| e.pid() == child && matches!(e, Event::Start { .. })),
             "the child did not write its own start line"
@@ -165,7 +179,8 @@ fn forking_does_not_warn_about_refwatchs_thread() {
             let r = run_args(py, &[&built], &args, Agent::Json(agent));
             ensure!(r.stdout.contains("forked"), "driver: {}", r.describe());
             let parent = r.events.first().map(Event::pid).unwrap_or_default();
-            let reports = r.events.iter().filter(|e| e.pid() == parent && matches!(e, Event::Report { .. })).count();
+            let reports =
+                r.events.iter().filter(|e| e.pid() == parent && matches!(e, Event::Report { .. })).count();
             ensure!(reports >= 1, "the reporter thread never ran before the fork: {:?}", r.events);
             ensure!(!r.stderr.contains("DeprecationWarning"), "{warn_args:?}: refwatch caused {}", r.stderr);
             // The same driver with a real extra thread does warn: the check
@@ -174,7 +189,11 @@ fn forking_does_not_warn_about_refwatchs_thread() {
             let mut args: Vec<&str> = warn_args.to_vec();
             args.extend(["-c", &code]);
             let control = run_args(py, &[&built], &args, Agent::Json(agent));
-            ensure!(control.stderr.contains("DeprecationWarning"), "{warn_args:?}: control did not warn: {}", control.describe());
+            ensure!(
+                control.stderr.contains("DeprecationWarning"),
+                "{warn_args:?}: control did not warn: {}",
+                control.describe()
+            );
         }
         Ok(())
     });
@@ -215,7 +234,13 @@ fn totals_follow_the_build() {
                 "no periodic census with REFWATCH_CENSUS=0.2: {reports:?}"
             );
         }
-        let expected_source = if py.probe.trace_refs { "refchain" } else if py.probe.debug { "" } else { "census" };
+        let expected_source = if py.probe.trace_refs {
+            "refchain"
+        } else if py.probe.debug {
+            ""
+        } else {
+            "census"
+        };
         if expected_source.is_empty() {
             ensure!(totals.objects.is_none(), "plain debug build has no object count: {totals:?}");
         } else {

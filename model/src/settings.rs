@@ -139,7 +139,7 @@ pub const SETTINGS: &[Setting] = &[
         value_name: "SECONDS",
         accepted: "a number of seconds >= 0, e.g. 5 or 0.5 (0: report only at exit)",
         help: "Seconds between periodic reports (default 5; 0: only at exit)",
-        apply: |s, v| Some(s.interval = seconds(v)?),
+        apply: |s, v| put(&mut s.interval, seconds(v)),
         show: |s| fmt_seconds(s.interval),
     },
     Setting {
@@ -148,7 +148,7 @@ pub const SETTINGS: &[Setting] = &[
         value_name: "N",
         accepted: "a whole number >= 1 (1: record every event)",
         help: "Record one refcount event in N per thread; counts become estimates (default 1)",
-        apply: |s, v| Some(s.sample = v.parse().ok().filter(|&n: &u32| n >= 1)?),
+        apply: |s, v| put(&mut s.sample, v.parse().ok().filter(|&n: &u32| n >= 1)),
         show: |s| s.sample.to_string(),
     },
     Setting {
@@ -157,7 +157,7 @@ pub const SETTINGS: &[Setting] = &[
         value_name: "PATH",
         accepted: "\"stderr\" or a file path, where %p stands for the process id and %% for %",
         help: "Where reports go (default stderr); %p in the path = process id",
-        apply: |s, v| Some(s.output = output(v)?),
+        apply: |s, v| put(&mut s.output, output(v)),
         show: |s| match &s.output {
             Output::Stderr => "stderr".into(),
             Output::Path(p) => p.clone(),
@@ -188,7 +188,7 @@ pub const SETTINGS: &[Setting] = &[
         value_name: "GLOB[,GLOB]",
         accepted: "\"default\", \"all\", or comma-separated globs (*, ?) on a shared object's file name",
         help: "Which shared objects to watch: default (extensions, not the stdlib's), all, or globs",
-        apply: |s, v| Some(s.modules = modules(v)?),
+        apply: |s, v| put(&mut s.modules, modules(v)),
         show: |s| match &s.modules {
             ModuleFilter::Default => "default".into(),
             ModuleFilter::All => "all".into(),
@@ -201,7 +201,7 @@ pub const SETTINGS: &[Setting] = &[
         value_name: "SECONDS",
         accepted: "a number of seconds >= 0, e.g. 60 (0: census only at exit)",
         help: "Seconds between object censuses on release builds (default 60; 0: only at exit)",
-        apply: |s, v| Some(s.census = seconds(v)?),
+        apply: |s, v| put(&mut s.census, seconds(v)),
         show: |s| fmt_seconds(s.census),
     },
 ];
@@ -239,6 +239,12 @@ impl Setting {
             accepted: self.accepted,
         })
     }
+}
+
+/// Stores a parsed value; `None` (invalid) leaves the default.
+fn put<T>(slot: &mut T, value: Option<T>) -> Option<()> {
+    *slot = value?;
+    Some(())
 }
 
 fn seconds(v: &str) -> Option<Duration> {

@@ -78,7 +78,8 @@ fn start(settings: &'static Settings) {
 /// The `start` event for this process.
 pub fn start_event() -> Event {
     let python = api::api().map(|a| a.version()).unwrap_or_default();
-    let executable = std::fs::read_link("/proc/self/exe").map(|p| p.display().to_string()).unwrap_or_default();
+    let executable =
+        std::fs::read_link("/proc/self/exe").map(|p| p.display().to_string()).unwrap_or_default();
     let settings = settings()
         .map(|s| s.effective().into_iter().map(|(k, v)| (k.to_string(), v.into())).collect())
         .unwrap_or_default();

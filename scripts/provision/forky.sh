@@ -58,14 +58,14 @@ forky_papt() { # forky_papt SUITE: private apt setup for SUITE, updated once per
     papt_update forky
 }
 
-forky_show() { # forky_show SUITE PKG... -> "pkg version arch" for each PKG the suite has
+forky_show() { # forky_show SUITE PKG... -> "pkg version arch size" for each PKG the suite has
     local suite=$1
     shift
     forky_papt "$suite" || return 1
     { apt-cache "${PAPT[@]}" show --no-all-versions "$@" 2>/dev/null || true; } | awk '
-        /^Package:/ { p = $2 } /^Version:/ { v = $2 } /^Architecture:/ { a = $2 }
-        /^$/ { if (p != "") print p, v, a; p = "" }
-        END { if (p != "") print p, v, a }'
+        /^Package:/ { p = $2 } /^Version:/ { v = $2 } /^Architecture:/ { a = $2 } /^Size:/ { z = $2 }
+        /^$/ { if (p != "") print p, v, a, z; p = "" }
+        END { if (p != "") print p, v, a, z }'
 }
 
 forky_lib_closure() { # forky_lib_closure SUITE PKG... -> the library packages they need, recursively
@@ -95,9 +95,9 @@ forky_lib_closure() { # forky_lib_closure SUITE PKG... -> the library packages t
 }
 
 recipe_forky() {
-    local label root v suite s p missing t0=$SECONDS
-    local -A want_v=() v_suite=() labels_of=() pkg_suite=() pkg_ver=() pkg_arch=() suites_used=() have=()
-    local need=() why=() vlabels=()
+    local label root v suite s p missing ver arch size t0=$SECONDS
+    local -A want_v=() v_suite=() labels_of=() pkg_suite=() pkg_ver=() pkg_arch=() pkg_size=() suites_used=() have=()
+    local need=() why=() vlabels=() unreachable reason
     if [[ $(dpkg --print-architecture) != amd64 ]]; then
         for label in "$@"; do note_fail "$label" "the forky recipe knows amd64 only"; done
         return 1
@@ -126,10 +126,12 @@ recipe_forky() {
     # pick a suite per version
     for v in $(printf '%s\n' "${!want_v[@]}" | sort -V); do
         why=()
+        unreachable=''
         read -ra need <<<"$(forky_py_pkgs "$v")"
         for suite in "${FORKY_SUITES[@]}"; do
             if ! forky_papt "$suite"; then
-                why+=("$suite: apt-get update failed")
+                why+=("apt-get update of $suite failed")
+                unreachable=1
                 continue
             fi
             have=()
@@ -140,26 +142,45 @@ recipe_forky() {
                 v_suite[$v]=$suite
                 break
             fi
-            why+=("$suite lacks ${missing[*]}")
+            if ((${#missing[@]} == ${#need[@]})); then
+                why+=("$suite has no python$v packages")
+            else
+                why+=("$suite lacks ${missing[*]}")
+            fi
         done
         if [[ -z ${v_suite[$v]:-} ]]; then
+            reason="python$v: $(printf '%s; ' "${why[@]}")"
+            reason=${reason%; }
             read -ra vlabels <<<"${labels_of[$v]:-}"
             for label in "${vlabels[@]}"; do
-                note_unavailable "$label" "python$v: ${why[*]}"
+                # unreachable is a failure; "no suite has it" is a (loud) skip
+                if [[ -n $unreachable ]]; then
+                    note_fail "$label" "$reason"
+                else
+                    note_unavailable "$label" "$reason"
+                fi
             done
-            [[ -n ${labels_of[$v]:-} ]] || warn "forky: python$v (installed before) is no longer obtainable: ${why[*]}"
+            [[ -n ${labels_of[$v]:-} ]] || warn "forky: python$v (installed before) is not obtainable now: $reason"
             unset "want_v[$v]"
             continue
         fi
         suites_used[${v_suite[$v]}]=1
         say "forky: python$v from ${v_suite[$v]}"
     done
-    ((${#want_v[@]})) || return 1
+    # nothing asked for can be had: leave ROOT as it is
+    local any=''
+    for label in "$@"; do
+        [[ -n ${v_suite[$(label_mm "$label")]:-} ]] && any=1
+    done
+    [[ -n $any ]] || return 0
 
     # every package: python ones from their version's suite; libraries and
-    # wheels from the newest suite in use (sid, when any version needed it)
-    local libsuite=forky
-    [[ -n ${suites_used[sid]:-} ]] && libsuite=sid
+    # wheels from the newest suite in use (the last of FORKY_SUITES: sid,
+    # when any version needed it)
+    local libsuite=''
+    for s in "${FORKY_SUITES[@]}"; do
+        if [[ -n ${suites_used[$s]:-} ]]; then libsuite=$s; fi
+    done
     for v in "${!want_v[@]}"; do
         for p in $(forky_py_pkgs "$v"); do pkg_suite[$p]=${v_suite[$v]}; done
     done
@@ -176,9 +197,10 @@ recipe_forky() {
         local these=()
         for p in "${!pkg_suite[@]}"; do [[ ${pkg_suite[$p]} == "$s" ]] && these+=("$p"); done
         ((${#these[@]})) || continue
-        while read -r p ver arch; do
+        while read -r p ver arch size; do
             pkg_ver[$p]=$ver
             pkg_arch[$p]=$arch
+            pkg_size[$p]=$size
         done < <(forky_show "$s" "${these[@]}")
     done
     missing=()
@@ -188,10 +210,11 @@ recipe_forky() {
         for p in "${missing[@]}"; do
             for s in "${FORKY_SUITES[@]}"; do
                 [[ $s == "${pkg_suite[$p]}" ]] && continue
-                read -r _ ver arch < <(forky_show "$s" "$p") || continue
+                read -r _ ver arch size < <(forky_show "$s" "$p") || continue
                 pkg_suite[$p]=$s
                 pkg_ver[$p]=$ver
                 pkg_arch[$p]=$arch
+                pkg_size[$p]=$size
                 break
             done
             if [[ -z ${pkg_ver[$p]:-} ]]; then
@@ -201,7 +224,8 @@ recipe_forky() {
         done
     fi
 
-    # download what the cache lacks (apt-get download checks the hashes)
+    # download what the cache lacks (apt-get download checks the hashes; a
+    # cached file of the wrong size, e.g. from an interrupted run, is fetched again)
     local debdir=$CACHE/debs/forky file files=() get
     mkdir -p "$debdir"
     for s in "${FORKY_SUITES[@]}"; do
@@ -210,7 +234,9 @@ recipe_forky() {
             [[ ${pkg_suite[$p]} == "$s" ]] || continue
             file=${p}_${pkg_ver[$p]//:/%3a}_${pkg_arch[$p]}.deb
             files+=("$file")
-            [[ -f $debdir/$file ]] || get+=("$p=${pkg_ver[$p]}")
+            if [[ -f $debdir/$file && $(stat -c %s "$debdir/$file") == "${pkg_size[$p]}" ]]; then continue; fi
+            rm -f "$debdir/$file"
+            get+=("$p=${pkg_ver[$p]}")
         done
         ((${#get[@]})) || continue
         say "forky: downloading ${#get[@]} packages from $s"
@@ -252,6 +278,12 @@ recipe_forky() {
     local name stamp=$root/.refwatch-complete ok=0
     : >"$stamp.new"
     for v in $(printf '%s\n' "${!want_v[@]}" | sort -V); do
+        # Debian's postinst (py3compile) is not run by dpkg -x: byte-compile
+        # the stdlib now, or every first import writes into ROOT (and is slow)
+        if [[ -x $root/usr/bin/python$v ]]; then
+            run_logged forky "$root/usr/bin/python$v" -m compileall -q -j0 "$root/usr/lib/python$v" ||
+                warn "forky: compileall of $root/usr/lib/python$v reported errors (log: $CACHE/logs/forky.log)"
+        fi
         for name in "python$v" "python${v}d"; do
             exe=$root/usr/bin/$name
             label=$name

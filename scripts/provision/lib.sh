@@ -198,8 +198,12 @@ papt_setup() {
 papt_update() {
     local dir="$CACHE/apt/$PAPT_NAME"
     [[ -f $RUNDIR/papt-updated.$PAPT_NAME ]] && return 0
+    [[ -f $RUNDIR/papt-failed.$PAPT_NAME ]] && return 1
     say "apt-get update (private lists: $PAPT_NAME)"
-    run_logged "$1" apt-get "${PAPT[@]}" update || return 1
+    if ! run_logged "$1" apt-get "${PAPT[@]}" update; then
+        : >"$RUNDIR/papt-failed.$PAPT_NAME"
+        return 1
+    fi
     date '+%F %T' >"$dir/updated"
     : >"$RUNDIR/papt-updated.$PAPT_NAME"
 }

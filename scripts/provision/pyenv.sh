@@ -6,6 +6,6 @@
 recipe_pyenv() {
     local label
     for label in "$@"; do
-        note_fail "$label" "not on this image (pyenv builds cannot be re-made here: python.org is unreachable)"
+        note_fail "$label" "not on this image"
     done
 }

@@ -58,11 +58,12 @@ trixie_fetch_source() {
         ver=$(apt-cache "${PAPT[@]}" showsrc --only-source "$pkg" 2>/dev/null | awk '/^Version:/ { print $2; exit }') &&
         [[ -n $ver ]]; then
         dsc="$srcdir/${pkg}_${ver#*:}.dsc"
-        if [[ ! -f $dsc ]]; then
-            say "downloading source package $pkg $ver (trixie)"
-            (cd "$srcdir" && run_logged "$label" apt-get "${PAPT[@]}" source --download-only "$pkg=$ver") || return 1
+        # apt-get source keeps files already there whose hashes match
+        say "downloading source package $pkg $ver (trixie)"
+        if (cd "$srcdir" && run_logged "$label" apt-get "${PAPT[@]}" source --download-only "$pkg=$ver") && [[ -f $dsc ]]; then
+            echo "$dsc"
+            return 0
         fi
-        [[ -f $dsc ]] && { echo "$dsc"; return 0; }
     fi
     # offline: fall back on a source downloaded by an earlier run
     dsc=$(find "$srcdir" -maxdepth 1 -name "${pkg}_*.dsc" -printf '%T@ %p\n' | sort -rn | awk 'NR == 1 { print $2 }')

@@ -28,12 +28,14 @@ pub fn fixture_path(name: &str) -> PathBuf {
 pub fn build(py: &Python, source: &str, module: &str, flags: &[&str]) -> Built {
     let source_path = fixture_path(source);
     let code = std::fs::read(&source_path).unwrap_or_else(|e| panic!("{}: {e}", source_path.display()));
-    let mut args: Vec<String> = vec!["-shared".into(), "-fPIC".into(), "-O2".into(), "-g".into(), "-Wall".into()];
+    let mut args: Vec<String> =
+        vec!["-shared".into(), "-fPIC".into(), "-O2".into(), "-g".into(), "-Wall".into()];
     args.extend(py.probe.include_dirs.iter().map(|d| format!("-I{d}")));
     args.extend(flags.iter().map(|f| f.to_string()));
     let mut hasher = DefaultHasher::new();
     (&code, &args, &py.path, &py.probe.version, module).hash(&mut hasher);
-    let dir = profile_dir().join("refwatch-fixtures").join(&py.label).join(format!("{:016x}", hasher.finish()));
+    let dir =
+        profile_dir().join("refwatch-fixtures").join(&py.label).join(format!("{:016x}", hasher.finish()));
     let target = dir.join(format!("{module}{}", py.probe.ext_suffix));
     if !target.is_file() {
         std::fs::create_dir_all(&dir).expect("fixture dir");

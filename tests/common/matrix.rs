@@ -59,7 +59,9 @@ pub fn repo_root() -> PathBuf {
 pub fn cache_dir() -> PathBuf {
     match std::env::var_os("REFWATCH_CACHE") {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/refwatch"),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/refwatch")
+        }
     }
 }
 
@@ -118,7 +120,8 @@ fn probe(path: &Path) -> Result<Probe, String> {
 pub fn pythons() -> &'static [Python] {
     static PYTHONS: OnceLock<Vec<Python>> = OnceLock::new();
     PYTHONS.get_or_init(|| {
-        let table = std::fs::read_to_string(repo_root().join("scripts/matrix.tsv")).expect("scripts/matrix.tsv");
+        let table =
+            std::fs::read_to_string(repo_root().join("scripts/matrix.tsv")).expect("scripts/matrix.tsv");
         let cache = cache_dir().display().to_string();
         // A developer's shortcut: REFWATCH_TEST_ONLY=3.12,deb-3.11 tests those only.
         let only = std::env::var("REFWATCH_TEST_ONLY").ok();

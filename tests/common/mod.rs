@@ -22,7 +22,12 @@ pub fn on_every_python(test: &str, check: impl Fn(&Python) -> Result<(), String>
             failures.push(format!("[{} {}] {e}", py.label, py.probe.version));
         }
     }
-    assert!(failures.is_empty(), "{test} failed on {} interpreter(s):\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{test} failed on {} interpreter(s):\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 /// Fails with `what` when `cond` is false (for use inside `on_every_python`).

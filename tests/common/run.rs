@@ -35,8 +35,7 @@ impl Run {
         self.events
             .iter()
             .filter(|e| matches!(e, Event::Summary { .. }))
-            .filter(|e| pid.is_none_or(|p| e.pid() == p))
-            .last()
+            .rfind(|e| pid.is_none_or(|p| e.pid() == p))
     }
 
     /// The summary's sites of the first process to write one.

@@ -86,9 +86,9 @@ fn table_at(i: usize) -> *const Table {
 fn acquire() -> *const Table {
     let mut table: *const Table = &OVERFLOW;
     if !BASE.load(Ordering::Acquire).is_null() {
-        if let Some(i) = (0..POOL).find(|&i| {
-            STATE[i].compare_exchange(FREE, USED, Ordering::Acquire, Ordering::Relaxed).is_ok()
-        }) {
+        if let Some(i) = (0..POOL)
+            .find(|&i| STATE[i].compare_exchange(FREE, USED, Ordering::Acquire, Ordering::Relaxed).is_ok())
+        {
             HIGH.fetch_max(i + 1, Ordering::AcqRel);
             table = table_at(i);
             if let Some(key) = EXIT_KEY.get() {

@@ -62,10 +62,6 @@ fn bump_single(counter: &AtomicU64) {
     counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
-impl Slot {
-    const EMPTY: Slot = Slot { key: AtomicUsize::new(0), counts: [const { AtomicU64::new(0) }; KINDS] };
-}
-
 impl Table {
     /// An empty table, for a `static`.
     pub const fn new() -> Table {
@@ -73,7 +69,8 @@ impl Table {
             shared: AtomicBool::new(false),
             countdown: AtomicU32::new(0),
             dropped: AtomicU64::new(0),
-            slots: [Slot::EMPTY; SLOTS],
+            slots: [const { Slot { key: AtomicUsize::new(0), counts: [const { AtomicU64::new(0) }; KINDS] } };
+                SLOTS],
         }
     }
 

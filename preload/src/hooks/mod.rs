@@ -76,10 +76,10 @@ macro_rules! hooks {
             pub static REAL: AtomicUsize = AtomicUsize::new(0);
             extern "C" fn hook(file: *const c_char, line: c_int, op: *mut c_void, ra: usize) {
                 record(ra, $kind);
+                type Negative = extern "C" fn(*const c_char, c_int, *mut c_void);
                 // SAFETY: REAL holds `_Py_NegativeRefcount`, whose C signature
                 // is `void f(const char *, int, PyObject *)`.
-                let f: extern "C" fn(*const c_char, c_int, *mut c_void) =
-                    unsafe { std::mem::transmute(real(&REAL)) };
+                let f: Negative = unsafe { std::mem::transmute(real(&REAL)) };
                 f(file, line, op)
             }
             arch::trampoline!(entry, ra_after_3_args, hook);
@@ -122,7 +122,5 @@ pub fn resolve() {
 
 /// The hook for a symbol name, if that name is hooked and resolved.
 pub fn find(name: &[u8]) -> Option<&'static Hook> {
-    HOOKS
-        .iter()
-        .find(|h| h.name.as_bytes() == name && h.real.load(Ordering::Relaxed) != 0)
+    HOOKS.iter().find(|h| h.name.as_bytes() == name && h.real.load(Ordering::Relaxed) != 0)
 }

@@ -29,6 +29,9 @@ fn real_dlopen() -> DlopenFn {
 
 /// `dlopen`: the trampoline adds the caller's return address, which the
 /// loader would otherwise take from refwatch's own frame.
+///
+/// # Safety
+/// As for libc's `dlopen`: `filename` is null or a C string.
 #[cfg_attr(not(test), no_mangle)]
 #[unsafe(naked)]
 pub unsafe extern "C" fn dlopen(_filename: *const c_char, _flags: c_int) -> *mut c_void {
@@ -86,6 +89,10 @@ fn caller_search(filename: *const c_char, caller: usize) -> Option<CString> {
 
 type DlcloseFn = unsafe extern "C" fn(*mut c_void) -> c_int;
 
+/// `dlclose`, then forget what was unloaded.
+///
+/// # Safety
+/// As for libc's `dlclose`: `handle` came from `dlopen`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn dlclose(handle: *mut c_void) -> c_int {
     static REAL: AtomicUsize = AtomicUsize::new(0);
@@ -119,6 +126,7 @@ pub extern "C" fn _exit(status: c_int) -> ! {
 }
 
 #[cfg_attr(not(test), no_mangle)]
+#[allow(non_snake_case)] // the C name
 pub extern "C" fn _Exit(status: c_int) -> ! {
     static REAL: AtomicUsize = AtomicUsize::new(0);
     exit_now(&REAL, c"_Exit", status)

@@ -37,10 +37,12 @@ macro_rules! api {
             Some(Api {
                 // SAFETY: each symbol, when present, is the C-API function of
                 // that name, whose signature is the one declared here.
-                $( $field: unsafe { std::mem::transmute::<*mut c_void, _>(lookup($sym)?) }, )*
+                $( $field: unsafe {
+                    std::mem::transmute::<*mut c_void, unsafe extern "C" fn($($arg),*) $(-> $ret)?>(lookup($sym)?)
+                }, )*
                 // SAFETY: as above; both names share one signature.
                 is_finalizing: unsafe {
-                    std::mem::transmute::<*mut c_void, _>(
+                    std::mem::transmute::<*mut c_void, unsafe extern "C" fn() -> c_int>(
                         lookup(c"Py_IsFinalizing").or_else(|| lookup(c"_Py_IsFinalizing"))?,
                     )
                 },

@@ -82,9 +82,24 @@ unsafe impl Sync for Methods {}
 
 static METHODS: Methods = Methods([
     MethodDef { name: c"_rw_atexit".as_ptr(), meth: at_exit, flags: METH_NOARGS, doc: std::ptr::null() },
-    MethodDef { name: c"_rw_before_fork".as_ptr(), meth: before_fork, flags: METH_NOARGS, doc: std::ptr::null() },
-    MethodDef { name: c"_rw_after_fork_parent".as_ptr(), meth: after_fork_parent, flags: METH_NOARGS, doc: std::ptr::null() },
-    MethodDef { name: c"_rw_after_fork_child".as_ptr(), meth: after_fork_child, flags: METH_NOARGS, doc: std::ptr::null() },
+    MethodDef {
+        name: c"_rw_before_fork".as_ptr(),
+        meth: before_fork,
+        flags: METH_NOARGS,
+        doc: std::ptr::null(),
+    },
+    MethodDef {
+        name: c"_rw_after_fork_parent".as_ptr(),
+        meth: after_fork_parent,
+        flags: METH_NOARGS,
+        doc: std::ptr::null(),
+    },
+    MethodDef {
+        name: c"_rw_after_fork_child".as_ptr(),
+        meth: after_fork_child,
+        flags: METH_NOARGS,
+        doc: std::ptr::null(),
+    },
 ]);
 
 /// # Safety
@@ -173,10 +188,9 @@ fn parse_totals(text: &str) -> Totals {
                 totals.objects_from = parts.next().map(str::to_string);
             }
             (Some("refsum"), Some(n)) => totals.refcount_sum = Some(n as u64),
-            (Some("type"), Some(n)) => totals.by_type.push(TypeCount {
-                type_name: parts.next().unwrap_or("?").to_string(),
-                count: n as u64,
-            }),
+            (Some("type"), Some(n)) => totals
+                .by_type
+                .push(TypeCount { type_name: parts.next().unwrap_or("?").to_string(), count: n as u64 }),
             _ => {}
         }
     }
@@ -284,4 +298,3 @@ pub fn forget_totals() {
     *LATEST.lock().unwrap_or_else(|e| e.into_inner()) = None;
     PENDING.store(false, Ordering::Release);
 }
-

@@ -59,7 +59,8 @@ pub fn sites() -> Vec<Site> {
         site.decref += counts[Kind::Decref as usize] * scale;
         site.dealloc += counts[Kind::Dealloc as usize] * scale;
     }
-    let mut sites: Vec<Site> = by_place.into_values().filter(|s| s.incref + s.decref + s.dealloc > 0).collect();
+    let mut sites: Vec<Site> =
+        by_place.into_values().filter(|s| s.incref + s.decref + s.dealloc > 0).collect();
     sites.sort_by(|a, b| {
         let total = |s: &Site| s.incref + s.decref + s.dealloc;
         total(b).cmp(&total(a)).then_with(|| (&a.module, &a.file, a.line).cmp(&(&b.module, &b.file, b.line)))

@@ -33,12 +33,10 @@ pub fn start() {
     control.stop = false;
     let interval = settings.interval;
     let census_every = settings.census;
-    let spawned = std::thread::Builder::new()
-        .name("refwatch".into())
-        .spawn(move || {
-            // A panic here must not take the host down: the reporter just ends.
-            let _ = std::panic::catch_unwind(|| run(interval, census_every));
-        });
+    let spawned = std::thread::Builder::new().name("refwatch".into()).spawn(move || {
+        // A panic here must not take the host down: the reporter just ends.
+        let _ = std::panic::catch_unwind(|| run(interval, census_every));
+    });
     control.handle = spawned.ok();
 }
 
@@ -69,9 +67,8 @@ pub fn forget_after_fork() {
 /// Sleeps `timeout` unless asked to stop; returns true when asked.
 fn sleep(timeout: Duration) -> bool {
     let control = CONTROL.lock().unwrap_or_else(|e| e.into_inner());
-    let (control, _) = WAKE
-        .wait_timeout_while(control, timeout, |c| !c.stop)
-        .unwrap_or_else(|e| e.into_inner());
+    let (control, _) =
+        WAKE.wait_timeout_while(control, timeout, |c| !c.stop).unwrap_or_else(|e| e.into_inner());
     control.stop
 }
 
@@ -79,9 +76,8 @@ fn run(interval: Duration, census_every: Duration) {
     let mut last_census = Instant::now();
     let mut previous: Option<Totals> = None;
     while !sleep(interval) {
-        let census = lifecycle::census_applies()
-            && !census_every.is_zero()
-            && last_census.elapsed() >= census_every;
+        let census =
+            lifecycle::census_applies() && !census_every.is_zero() && last_census.elapsed() >= census_every;
         if census {
             last_census = Instant::now();
         }

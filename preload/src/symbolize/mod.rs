@@ -43,9 +43,10 @@ impl Symbolizer {
 
     fn locate(&mut self, object: &Watched, ra: usize) -> Place {
         let mut place = Place { module: Some(object.basename().to_string()), ..Place::default() };
-        let loader = self.loaders.entry(object.path.clone()).or_insert_with(|| {
-            addr2line::Loader::new(debuginfo::dwarf_file(Path::new(&object.path))).ok()
-        });
+        let loader = self
+            .loaders
+            .entry(object.path.clone())
+            .or_insert_with(|| addr2line::Loader::new(debuginfo::dwarf_file(Path::new(&object.path))).ok());
         let Some(loader) = loader else { return place };
         // The call instruction ends at `ra`; `ra - 1` is inside it.
         let probe = (ra - 1 - object.bias) as u64;
@@ -58,7 +59,8 @@ impl Symbolizer {
                 }
                 place.file = Some(file.to_string());
                 place.line = location.line;
-                place.function = frame.function.as_ref().and_then(|f| f.demangle().ok()).map(|f| f.into_owned());
+                place.function =
+                    frame.function.as_ref().and_then(|f| f.demangle().ok()).map(|f| f.into_owned());
                 return place;
             }
         }
@@ -74,8 +76,7 @@ impl Symbolizer {
 /// the inlined `Py_DECREF` lives there, its caller is the line to name.
 pub fn is_cpython_header(path: &str) -> bool {
     let parts: Vec<&str> = path.split('/').collect();
-    parts.windows(2).any(|w| w[0] == "include" && w[1].starts_with("python"))
-        || parts.contains(&"Include")
+    parts.windows(2).any(|w| w[0] == "include" && w[1].starts_with("python")) || parts.contains(&"Include")
 }
 
 #[cfg(test)]

@@ -1,0 +1,70 @@
+/* Benchmark extension: a refcount-heavy loop in which the extension's own
+ * work dominates, and a call microbenchmark of explicit Py_IncRef/Py_DecRef
+ * through the (patched) GOT. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+/* Builds a tuple, appends 10 fresh ints to a list, reads and releases them,
+ * returns the list. */
+static PyObject *
+work(PyObject *self, PyObject *arg)
+{
+    long base = PyLong_AsLong(arg);
+    PyObject *tuple = Py_BuildValue("(ll)", base, base + 1);
+    if (tuple == NULL)
+        return NULL;
+    PyObject *list = PyList_New(0);
+    if (list == NULL) {
+        Py_DECREF(tuple);
+        return NULL;
+    }
+    for (long i = 0; i < 10; i++) {
+        PyObject *n = PyLong_FromLong(base * 10 + i + 1000);
+        if (n == NULL || PyList_Append(list, n) < 0) {
+            Py_XDECREF(n);
+            Py_DECREF(list);
+            Py_DECREF(tuple);
+            return NULL;
+        }
+        Py_DECREF(n);
+    }
+    long sum = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+        PyObject *item = PyList_GET_ITEM(list, i);
+        Py_INCREF(item);
+        sum += PyLong_AsLong(item);
+        Py_DECREF(item);
+    }
+    Py_DECREF(tuple);
+    (void)sum;
+    return list;
+}
+
+/* n explicit Py_IncRef + Py_DecRef pairs on obj. */
+static PyObject *
+calls(PyObject *self, PyObject *args)
+{
+    PyObject *obj;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "On", &obj, &n))
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_IncRef(obj);
+        Py_DecRef(obj);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"work", work, METH_O, NULL},
+    {"calls", calls, METH_VARARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "benchloop", NULL, -1, methods};
+
+PyMODINIT_FUNC
+PyInit_benchloop(void)
+{
+    return PyModule_Create(&module);
+}
