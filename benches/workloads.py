@@ -19,7 +19,7 @@ def pure_python():
 
 def refcount_loop():
     import benchloop
-    for i in range(400_000):
+    for i in range(3_000_000):
         benchloop.work(i)
 
 

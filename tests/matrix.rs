@@ -43,3 +43,20 @@ fn py_bool(b: bool) -> &'static str {
         "False"
     }
 }
+
+#[test]
+fn the_agent_detects_each_interpreters_build() {
+    on_every_python("flavour", |py| {
+        let hello = fixture::build(py, "hello.c", "hello", &[]);
+        let r = run(py, &[&hello], "import hello", Agent::Json(&[]));
+        let Some(refwatch_model::Event::Start { flavour, python, .. }) = r.events.first() else {
+            return Err(format!("no start event: {}", r.describe()));
+        };
+        ensure!(*python == py.probe.version, "python {python} vs {}", py.probe.version);
+        ensure!(flavour.debug == py.probe.debug, "debug: {flavour:?}");
+        ensure!(flavour.trace_refs == py.probe.trace_refs, "trace_refs: {flavour:?}");
+        ensure!(flavour.shared_libpython == !py.probe.static_libpython, "shared libpython: {flavour:?}");
+        ensure!(flavour.gil, "gil: {flavour:?}");
+        Ok(())
+    });
+}

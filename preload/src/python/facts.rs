@@ -7,13 +7,36 @@ use refwatch_model::Flavour;
 
 /// Detects the build from what the interpreter exports (no GIL needed).
 pub fn flavour() -> Flavour {
+    // Free-threaded builds (Py_GIL_DISABLED) merge per-thread refcounts.
+    let gil = lookup(c"_Py_MergeZeroLocalRefcount").is_none();
     Flavour {
         // Defined under Py_REF_DEBUG only, in every version of the matrix.
         debug: lookup(c"_Py_NegativeRefcount").is_some(),
-        // Defined under Py_TRACE_REFS only.
-        trace_refs: lookup(c"_Py_PrintReferences").is_some(),
+        trace_refs: gil && object_header_size() == Some(TRACE_REFS_HEADER),
         shared_libpython: elf::loaded_objects().iter().any(|o| o.basename().starts_with("libpython")),
-        // Free-threaded builds (Py_GIL_DISABLED) merge per-thread refcounts.
-        gil: lookup(c"_Py_MergeZeroLocalRefcount").is_none(),
+        gil,
     }
+}
+
+/// `sizeof(PyObject)`: refcount and type, plus the refchain's two links
+/// under Py_TRACE_REFS. (3.13 exports no trace-refs-only function any more,
+/// so the object layout is what tells.)
+const PLAIN_HEADER: usize = 16;
+const TRACE_REFS_HEADER: usize = 32;
+
+/// Reads `PyBaseObject_Type.tp_basicsize`, which is `sizeof(PyObject)`.
+/// `PyTypeObject` starts with a `PyVarObject` (the object header and
+/// `ob_size`), then `tp_name`, then `tp_basicsize`; where that field is
+/// depends on the header size being found, so each candidate is checked at
+/// its own offset.
+fn object_header_size() -> Option<usize> {
+    let object_type = lookup(c"PyBaseObject_Type")? as *const usize;
+    [PLAIN_HEADER, TRACE_REFS_HEADER].into_iter().find(|&header| {
+        let basicsize_offset = header + 8 + 8; // ob_size, tp_name
+                                               // SAFETY: PyBaseObject_Type is a static PyTypeObject (hundreds of
+                                               // bytes) exported by every interpreter; both offsets lie well inside
+                                               // it and are 8-byte aligned.
+        let value = unsafe { object_type.byte_add(basicsize_offset).read() };
+        value == header
+    })
 }
