@@ -69,6 +69,7 @@ api! {
     err_fetch: c"PyErr_Fetch" => fn(*mut *mut PyObject, *mut *mut PyObject, *mut *mut PyObject),
     err_restore: c"PyErr_Restore" => fn(*mut PyObject, *mut PyObject, *mut PyObject),
     unicode_as_utf8: c"PyUnicode_AsUTF8" => fn(*mut PyObject) -> *const c_char,
+    sys_get_object: c"PySys_GetObject" => fn(*const c_char) -> *mut PyObject,
     incref: c"Py_IncRef" => fn(*mut PyObject),
     decref: c"Py_DecRef" => fn(*mut PyObject),
 }

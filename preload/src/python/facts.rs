@@ -1,7 +1,7 @@
 //! Per-build facts about the running interpreter, in one place: the rest of
 //! refwatch asks questions (`flavour.debug`) and never compares versions.
 
-use super::api::lookup;
+use super::api::{api, lookup};
 use crate::interpose::elf;
 use refwatch_model::Flavour;
 
@@ -12,15 +12,16 @@ pub fn flavour() -> Flavour {
     Flavour {
         // Defined under Py_REF_DEBUG only, in every version of the matrix.
         debug: lookup(c"_Py_NegativeRefcount").is_some(),
-        trace_refs: gil && object_header_size() == Some(TRACE_REFS_HEADER),
+        trace_refs: gil && (object_header_size() == Some(TRACE_REFS_HEADER) || sys_has(c"getobjects")),
         shared_libpython: elf::loaded_objects().iter().any(|o| o.basename().starts_with("libpython")),
         gil,
     }
 }
 
 /// `sizeof(PyObject)`: refcount and type, plus the refchain's two links
-/// under Py_TRACE_REFS. (3.13 exports no trace-refs-only function any more,
-/// so the object layout is what tells.)
+/// under Py_TRACE_REFS up to 3.12. (No trace-refs-only function is exported,
+/// so the layout tells there; 3.13+ keeps the refchain in a hash table, and
+/// only `sys.getobjects` tells.)
 const PLAIN_HEADER: usize = 16;
 const TRACE_REFS_HEADER: usize = 32;
 
@@ -39,4 +40,16 @@ fn object_header_size() -> Option<usize> {
         let value = unsafe { object_type.byte_add(basicsize_offset).read() };
         value == header
     })
+}
+
+/// Whether the `sys` module has `name`, when this thread may ask (it holds
+/// the GIL while Python imports an extension, which is when refwatch starts).
+fn sys_has(name: &std::ffi::CStr) -> bool {
+    // SAFETY: PySys_GetObject only reads the sys dict; can_run_python
+    // guarantees this thread holds the GIL of a running interpreter. It
+    // returns a borrowed reference (or NULL, without raising) that is only
+    // compared with NULL.
+    api()
+        .filter(|a| a.can_run_python())
+        .is_some_and(|a| unsafe { !(a.sys_get_object)(name.as_ptr()).is_null() })
 }
