@@ -55,7 +55,7 @@ fn the_agent_detects_each_interpreters_build() {
         ensure!(*python == py.probe.version, "python {python} vs {}", py.probe.version);
         ensure!(flavour.debug == py.probe.debug, "debug: {flavour:?}");
         ensure!(flavour.trace_refs == py.probe.trace_refs, "trace_refs: {flavour:?}");
-        ensure!(flavour.shared_libpython == !py.probe.static_libpython, "shared libpython: {flavour:?}");
+        ensure!(flavour.shared_libpython != py.probe.static_libpython, "shared libpython: {flavour:?}");
         ensure!(flavour.gil, "gil: {flavour:?}");
         Ok(())
     });
