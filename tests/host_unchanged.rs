@@ -206,8 +206,8 @@ fn totals_follow_the_build() {
         // Python before 3.13 only notices a pending call from another thread
         // when the main thread next takes the GIL (here: after each sleep).
         let code = "import counts, time\n\
-                    keep = []\n\
-                    end = time.time() + 0.6\n\
+                    keep = [[] for _ in range(20000)]\n\
+                    end = time.time() + 1.0\n\
                     while time.time() < end:\n\
                     \x20   keep.append([]); counts.free_fresh(1); time.sleep(0.001)\n\
                     print(len(keep) > 0)";
@@ -246,7 +246,8 @@ fn totals_follow_the_build() {
         } else {
             ensure!(totals.objects_from.as_deref() == Some(expected_source), "objects from: {totals:?}");
             ensure!(totals.objects.unwrap_or_default() > 1000, "object count: {totals:?}");
-            ensure!(totals.by_type.iter().any(|t| t.type_name == "list"), "by type: {totals:?}");
+            let lists = totals.by_type.iter().find(|t| t.type_name == "list").map_or(0, |t| t.count);
+            ensure!(lists >= 20_000, "the 20000 live lists are not in the by-type counts: {totals:?}");
         }
         Ok(())
     });
