@@ -170,3 +170,85 @@ fn sampling_records_one_event_in_n_and_marks_estimates() {
         Ok(())
     });
 }
+
+#[test]
+fn a_tail_called_release_is_a_site_unknown_never_an_interpreter_line() {
+    on_every_python("tail call", |py| {
+        let built = counts_fixture(py);
+        let code = "import counts\no = []\nc = counts.hold_in_capsule(o)\ndel c";
+        let r = run(py, &[&built], code, Agent::Json(&[]));
+        ensure!(r.status.success(), "driver: {}", r.describe());
+        let sites = r.summary_sites()?;
+        let unknown: Vec<&Site> = sites.iter().filter(|s| s.is_unknown()).collect();
+        ensure!(
+            unknown.len() == 1 && unknown[0].decref == 1 && unknown[0].file.is_none(),
+            "expected one unplaced decref: {sites:?}"
+        );
+        let placed =
+            counts_in(&sites.iter().filter(|s| !s.is_unknown()).cloned().collect::<Vec<_>>(), "counts.c")?;
+        let want: Counts = [(marker_line("counts.c", "capsule-incref"), (1, 0, 0))].into();
+        ensure!(placed == want, "placed sites {placed:?}, want {want:?}");
+        Ok(())
+    });
+}
+
+#[test]
+fn without_dwarf_a_site_is_named_by_symbol_and_offset() {
+    on_every_python("no dwarf", |py| {
+        let built = fixture::build(py, "counts.c", "counts", &["-g0"]);
+        let r = run(py, &[&built], "import counts; counts.free_fresh(3)", Agent::Json(&[]));
+        let sites = r.summary_sites()?;
+        // Debug 3.12+ builds add the Py_DECREF's own total call as a site.
+        let expected_sites = if per_site_totals(py) { 2 } else { 1 };
+        ensure!(
+            sites.len() == expected_sites
+                && sites.iter().map(|s| s.dealloc).sum::<u64>() == 3
+                && sites.iter().all(|s| s.file.is_none()
+                    && s.function.as_deref().is_some_and(|f| f.starts_with("free_fresh+0x"))),
+            "expected free_fresh+0x..: {sites:?}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn separate_debug_info_is_found_through_gnu_debuglink() {
+    on_every_python("debuglink", |py| {
+        let built = fixture::build(py, "counts.c", "counts", &[]);
+        // Split the DWARF into counts.debug beside a stripped module, as
+        // distributions ship it.
+        let dir = common::run::scratch("debuglink");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let module = std::fs::read_dir(&built.dir)
+            .map_err(|e| e.to_string())?
+            .filter_map(|e| e.ok())
+            .find(|e| e.file_name().to_string_lossy().ends_with(".so"))
+            .ok_or("no module built")?;
+        let stripped = dir.join(module.file_name());
+        let debug = dir.join("counts.debug");
+        let objcopy = |args: &[&std::ffi::OsStr]| {
+            std::process::Command::new("objcopy").args(args).status().is_ok_and(|s| s.success())
+        };
+        ensure!(
+            objcopy(&["--only-keep-debug".as_ref(), module.path().as_os_str(), debug.as_os_str()]),
+            "objcopy"
+        );
+        let link = format!("--add-gnu-debuglink={}", debug.display());
+        ensure!(
+            objcopy(&[
+                "--strip-debug".as_ref(),
+                link.as_ref(),
+                module.path().as_os_str(),
+                stripped.as_os_str()
+            ]),
+            "objcopy strip"
+        );
+        let split = fixture::Built { dir: dir.clone(), ..built.clone() };
+        let r = run(py, &[&split], "import counts; counts.free_fresh(3)", Agent::Json(&[]));
+        let got = counts_in(r.summary_sites()?, "counts.c")?;
+        let want: Counts =
+            [(marker_line("counts.c", "free-fresh"), (0, if per_site_totals(py) { 3 } else { 0 }, 3))].into();
+        ensure!(got == want, "with DWARF in counts.debug: got {got:?}, want {want:?}");
+        Ok(())
+    });
+}
