@@ -5,8 +5,8 @@
 mod common;
 
 use common::agent::{launcher, library};
-use common::fixture;
-use common::matrix::pythons;
+use common::fixture::{self, Built};
+use common::matrix::{pythons, Python};
 use common::run::{read_events, scratch};
 use refwatch_model::Event;
 use std::os::unix::process::ExitStatusExt;
@@ -22,10 +22,15 @@ fn refwatch(args: &[&str], pythonpath: &std::path::Path) -> Output {
         .expect("run refwatch")
 }
 
+/// The launcher tests need one interpreter: the first of the matrix.
+fn first_python_with_counts() -> (&'static Python, Built) {
+    let py = &pythons()[0];
+    (py, fixture::build(py, "counts.c", "counts", &[]))
+}
+
 #[test]
 fn run_passes_exit_status_and_signals_through() {
-    let py = &pythons()[0];
-    let built = fixture::build(py, "counts.c", "counts", &[]);
+    let (py, built) = first_python_with_counts();
     let python = py.path.to_str().unwrap();
     let out = refwatch(
         &["run", "--", python, "-c", "import counts, sys; counts.free_fresh(2); sys.exit(7)"],
@@ -44,8 +49,7 @@ fn run_passes_exit_status_and_signals_through() {
 
 #[test]
 fn run_flags_become_settings_and_json_goes_to_the_output_file() {
-    let py = &pythons()[0];
-    let built = fixture::build(py, "counts.c", "counts", &[]);
+    let (py, built) = first_python_with_counts();
     let file = scratch("cli.jsonl");
     let code = "import counts; print(counts.free_fresh(4))";
     let out = refwatch(
@@ -82,8 +86,7 @@ fn run_flags_become_settings_and_json_goes_to_the_output_file() {
 
 #[test]
 fn a_bad_flag_value_is_one_line_and_the_program_still_runs() {
-    let py = &pythons()[0];
-    let built = fixture::build(py, "counts.c", "counts", &[]);
+    let (py, built) = first_python_with_counts();
     let out = refwatch(
         &["run", "--interval", "soon", "--", py.path.to_str().unwrap(), "-c", "import counts; print('ran')"],
         &built.dir,
@@ -102,8 +105,7 @@ fn a_bad_flag_value_is_one_line_and_the_program_still_runs() {
 
 #[test]
 fn fail_on_findings_keeps_a_clean_runs_status() {
-    let py = &pythons()[0];
-    let built = fixture::build(py, "counts.c", "counts", &[]);
+    let (py, built) = first_python_with_counts();
     let out = refwatch(
         &["run", "--fail-on-findings", "--", py.path.to_str().unwrap(), "-c", "import counts"],
         &built.dir,
@@ -118,8 +120,7 @@ fn fail_on_findings_keeps_a_clean_runs_status() {
 
 #[test]
 fn check_reads_a_run_without_findings_and_rejects_garbage() {
-    let py = &pythons()[0];
-    let built = fixture::build(py, "counts.c", "counts", &[]);
+    let (py, built) = first_python_with_counts();
     let file = scratch("check.jsonl");
     let out = refwatch(
         &[
