@@ -3,10 +3,11 @@
 //! call site, and reports them per source line.
 //!
 //! The data path, one module each: `interpose` (get loaded, patch the GOT of
-//! watched objects) → `hooks` (count, call the original) → `count`
-//! (per-thread tables) → `python` (the interpreter's facts and Python-side
-//! work) → `symbolize` (DWARF) → `report` (text or JSON Lines). `lifecycle`
-//! ties them together: start, fork, exit.
+//! watched objects) → `hooks` (count, call the original) and `provenance`
+//! (follow fresh objects from new-reference calls) → `count` (per-thread
+//! tables) → `python` (the interpreter's facts, object layout and
+//! Python-side work) → `symbolize` (DWARF) → `findings` (leaks) → `report`
+//! (text or JSON Lines). `lifecycle` ties them together: start, fork, exit.
 //!
 //! The only symbols it exports are those it interposes on: `dlopen`,
 //! `dlclose`, `_exit`, `_Exit`.
@@ -15,6 +16,7 @@ mod count;
 mod hooks;
 mod interpose;
 mod lifecycle;
+mod provenance;
 mod python;
 mod report;
 mod symbolize;

@@ -5,7 +5,7 @@
 
 use crate::python::{api, facts, runtime};
 use crate::report::{self, thread};
-use crate::{count, hooks, sys};
+use crate::{count, hooks, provenance, sys};
 use refwatch_model::{event::SCHEMA, Event, Flavour, SettingError, Settings};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, Once, OnceLock};
@@ -62,7 +62,8 @@ fn start(settings: &'static Settings) {
     SETTINGS.get_or_init(|| settings);
     count::set_sample(settings.sample);
     hooks::resolve();
-    FLAVOUR.get_or_init(facts::flavour);
+    let flavour = FLAVOUR.get_or_init(facts::flavour);
+    provenance::enable(flavour.gil);
     *STARTED_AT.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     // SAFETY: the three handlers are `extern "C" fn()` that stay valid for
     // the life of the process (this library is never unloaded).
@@ -183,6 +184,7 @@ extern "C" fn fork_child() {
     STOPPED_FOR_C_FORK.store(false, Ordering::Relaxed);
     thread::forget_after_fork();
     count::registry::reset_after_fork();
+    provenance::reset_after_fork();
     runtime::forget_totals();
     SEQ.store(0, Ordering::Relaxed);
     SUMMARY_WRITTEN.store(false, Ordering::Release);

@@ -22,9 +22,11 @@ pub enum Kind {
     Dealloc = 2,
     /// `_Py_NegativeRefcount`: a debug build caught a refcount below zero.
     Negative = 3,
+    /// A fresh object received from a new-reference C-API call.
+    New = 4,
 }
 
-pub const KINDS: usize = 4;
+pub const KINDS: usize = 5;
 
 /// Slots per table; a power of two. 4096 call sites per thread is far more
 /// than an extension's refcount operations; more are counted in `dropped`.

@@ -29,7 +29,8 @@ fn real(slot: &AtomicUsize) -> usize {
 }
 
 /// Declares the hooks: `name(shape) => kind`. Shapes: `object` for
-/// `f(PyObject *)`, `total` for `f(void)` (debug builds' per-site total
+/// `f(PyObject *)`, `dealloc` for `_Py_Dealloc` (which also tells provenance
+/// the object is gone), `total` for `f(void)` (debug builds' per-site total
 /// functions), `negative` for `_Py_NegativeRefcount(file, line, op)`.
 macro_rules! hooks {
     ($( $name:ident ( $shape:ident ) => $kind:expr ),* $(,)?) => {
@@ -46,6 +47,23 @@ macro_rules! hooks {
             pub static REAL: AtomicUsize = AtomicUsize::new(0);
             extern "C" fn hook(op: *mut c_void, ra: usize) {
                 record(ra, $kind);
+                // SAFETY: REAL holds the address of the interpreter's function
+                // of this name, whose C signature is `void f(PyObject *)`.
+                let f: extern "C" fn(*mut c_void) = unsafe { std::mem::transmute(real(&REAL)) };
+                f(op)
+            }
+            arch::trampoline!(entry, ra_after_1_arg, hook);
+        }
+    };
+    (@one $name:ident dealloc $kind:expr) => {
+        #[allow(non_snake_case)]
+        mod $name {
+            use super::*;
+            pub static REAL: AtomicUsize = AtomicUsize::new(0);
+            extern "C" fn hook(op: *mut c_void, ra: usize) {
+                record(ra, $kind);
+                // SAFETY: deallocation runs with the GIL held.
+                unsafe { crate::provenance::forget(op as usize) };
                 // SAFETY: REAL holds the address of the interpreter's function
                 // of this name, whose C signature is `void f(PyObject *)`.
                 let f: extern "C" fn(*mut c_void) = unsafe { std::mem::transmute(real(&REAL)) };
@@ -95,7 +113,7 @@ hooks! {
     _Py_IncRef(object) => Kind::Incref,
     _Py_DecRef(object) => Kind::Decref,
     // Any build: a Py_DECREF that reached zero.
-    _Py_Dealloc(object) => Kind::Dealloc,
+    _Py_Dealloc(dealloc) => Kind::Dealloc,
     // Debug builds.
     _Py_NegativeRefcount(negative) => Kind::Negative,
     // Debug 3.12+, normal API: one call per Py_INCREF/Py_DECREF site.
@@ -120,7 +138,13 @@ pub fn resolve() {
     }
 }
 
-/// The hook for a symbol name, if that name is hooked and resolved.
-pub fn find(name: &[u8]) -> Option<&'static Hook> {
-    HOOKS.iter().find(|h| h.name.as_bytes() == name && h.real.load(Ordering::Relaxed) != 0)
+/// Where a GOT slot naming `name` should point: a refcount hook, or a
+/// provenance trampoline; `None` when the name is not hooked (or this
+/// interpreter lacks the function).
+pub fn entry_for(name: &[u8]) -> Option<usize> {
+    HOOKS
+        .iter()
+        .find(|h| h.name.as_bytes() == name && h.real.load(Ordering::Relaxed) != 0)
+        .map(|h| h.entry as usize)
+        .or_else(|| crate::provenance::entry_for(name))
 }

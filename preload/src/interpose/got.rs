@@ -10,8 +10,9 @@ const PAGE: usize = 4096;
 /// its hook. Returns how many slots now go through refwatch.
 ///
 /// `GLOB_DAT` slots are patched too (`-fno-plt` builds call through them):
-/// that is safe only because the refcount entry points are never stored as
-/// type slots, whose identity CPython compares (DESIGN.md §3).
+/// that is safe only because no hooked function is one extensions store as
+/// a type slot, whose identity CPython compares (DESIGN.md §3; the
+/// provenance table leaves those out).
 ///
 /// # Safety
 /// `object` must be loaded, and `dynamic` must be its tables.
@@ -21,13 +22,13 @@ pub unsafe fn patch(object: &Loaded, dynamic: &Dynamic) -> usize {
     // SAFETY: the caller guarantees the object is loaded.
     unsafe {
         dynamic.for_each_import(|import| {
-            let Some(hook) = hooks::find(import.name) else { return };
+            let Some(entry) = hooks::entry_for(import.name) else { return };
             if !import.undefined {
                 return; // the object's own definition, not the interpreter's
             }
             let slot = import.slot as usize;
             let in_relro = relro.as_ref().is_some_and(|r| r.contains(&slot));
-            if write_slot(slot, hook.entry as usize, in_relro) {
+            if write_slot(slot, entry, in_relro) {
                 patched += 1;
             }
         });

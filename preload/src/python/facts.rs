@@ -5,14 +5,19 @@ use super::api::{api, lookup};
 use crate::interpose::elf;
 use refwatch_model::Flavour;
 
-/// Detects the build from what the interpreter exports (no GIL needed).
+/// Detects the build from what the interpreter exports, and records its
+/// object layout for `layout`.
 pub fn flavour() -> Flavour {
     // Free-threaded builds (Py_GIL_DISABLED) merge per-thread refcounts.
     let gil = lookup(c"_Py_MergeZeroLocalRefcount").is_none();
+    let header = object_header_size();
+    if gil {
+        super::layout::set_header_extra(header.map_or(0, |h| h - PLAIN_HEADER));
+    }
     Flavour {
         // Defined under Py_REF_DEBUG only, in every version of the matrix.
         debug: lookup(c"_Py_NegativeRefcount").is_some(),
-        trace_refs: gil && (object_header_size() == Some(TRACE_REFS_HEADER) || sys_has(c"getobjects")),
+        trace_refs: gil && (header == Some(TRACE_REFS_HEADER) || sys_has(c"getobjects")),
         shared_libpython: elf::loaded_objects().iter().any(|o| o.basename().starts_with("libpython")),
         gil,
     }

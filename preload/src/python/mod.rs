@@ -1,6 +1,9 @@
-//! The running interpreter: its C-API (found at run time), its build, and the
-//! Python-side work done with the GIL held.
+//! The running interpreter: its C-API (found at run time), its build and
+//! object layout, seeing objects die, and the Python-side work done with
+//! the GIL held.
 
 pub mod api;
 pub mod facts;
+pub mod layout;
+pub mod liveness;
 pub mod runtime;

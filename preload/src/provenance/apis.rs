@@ -1,0 +1,147 @@
+//! The C-API functions whose results refwatch follows: each returns a new
+//! (strong) reference to the extension that called it. Listed once; the GOT
+//! patcher, the trampolines and the findings all index this table.
+//!
+//! Names from CPython's `Doc/data/refcounts.dat` ("+1" returns) and the C-API
+//! reference; `_SizeT` variants are what `PY_SSIZE_T_CLEAN` selects before
+//! 3.13. Functions an interpreter lacks are simply never patched. Functions
+//! that extensions store as type slots (`PyType_GenericNew`,
+//! `PyType_GenericAlloc`) are left out: patching the `GLOB_DAT` slot that
+//! holds their address would change their identity (DESIGN.md §3).
+
+/// Hooked functions that return a new reference.
+pub static NEW_REFERENCE: &[&str] = &[
+    // Numbers.
+    "PyLong_FromLong",
+    "PyLong_FromUnsignedLong",
+    "PyLong_FromLongLong",
+    "PyLong_FromUnsignedLongLong",
+    "PyLong_FromSsize_t",
+    "PyLong_FromSize_t",
+    "PyLong_FromDouble",
+    "PyLong_FromString",
+    "PyFloat_FromDouble",
+    "PyFloat_FromString",
+    "PyComplex_FromDoubles",
+    "PyNumber_Add",
+    "PyNumber_Subtract",
+    "PyNumber_Multiply",
+    "PyNumber_TrueDivide",
+    "PyNumber_FloorDivide",
+    "PyNumber_Remainder",
+    "PyNumber_Negative",
+    "PyNumber_Long",
+    "PyNumber_Float",
+    "PyNumber_Index",
+    // Text and bytes.
+    "PyUnicode_FromString",
+    "PyUnicode_FromStringAndSize",
+    "PyUnicode_FromFormat",
+    "PyUnicode_FromFormatV",
+    "PyUnicode_FromWideChar",
+    "PyUnicode_FromKindAndData",
+    "PyUnicode_FromOrdinal",
+    "PyUnicode_FromObject",
+    "PyUnicode_New",
+    "PyUnicode_DecodeUTF8",
+    "PyUnicode_DecodeLatin1",
+    "PyUnicode_DecodeASCII",
+    "PyUnicode_AsUTF8String",
+    "PyUnicode_AsEncodedString",
+    "PyUnicode_Concat",
+    "PyUnicode_Join",
+    "PyUnicode_Split",
+    "PyUnicode_Substring",
+    "PyUnicode_Replace",
+    "PyUnicode_Format",
+    "PyBytes_FromString",
+    "PyBytes_FromStringAndSize",
+    "PyBytes_FromFormat",
+    "PyBytes_FromObject",
+    "PyByteArray_FromStringAndSize",
+    // Containers.
+    "PyTuple_New",
+    "PyTuple_Pack",
+    "PyTuple_GetSlice",
+    "PyList_New",
+    "PyList_GetSlice",
+    "PyList_AsTuple",
+    "PyDict_New",
+    "PyDict_Copy",
+    "PyDict_Keys",
+    "PyDict_Values",
+    "PyDict_Items",
+    "PySet_New",
+    "PyFrozenSet_New",
+    "PySequence_List",
+    "PySequence_Tuple",
+    "PySequence_GetItem",
+    "PySequence_GetSlice",
+    "PySequence_Concat",
+    "PySequence_Fast",
+    "PyMapping_Keys",
+    "PyMapping_Values",
+    "PyMapping_Items",
+    "PyObject_GetItem",
+    "PyObject_GetIter",
+    "PyIter_Next",
+    "Py_BuildValue",
+    "_Py_BuildValue_SizeT",
+    "Py_VaBuildValue",
+    // Calls, attributes, conversions.
+    "PyObject_Call",
+    "PyObject_CallObject",
+    "PyObject_CallNoArgs",
+    "PyObject_CallOneArg",
+    "PyObject_CallFunction",
+    "_PyObject_CallFunction_SizeT",
+    "PyObject_CallMethod",
+    "_PyObject_CallMethod_SizeT",
+    "PyObject_CallFunctionObjArgs",
+    "PyObject_CallMethodObjArgs",
+    "PyObject_CallMethodNoArgs",
+    "PyObject_CallMethodOneArg",
+    "PyObject_Vectorcall",
+    "PyObject_VectorcallMethod",
+    "PyObject_VectorcallDict",
+    "PyEval_CallObjectWithKeywords",
+    "PyObject_GetAttr",
+    "PyObject_GetAttrString",
+    "PyObject_Repr",
+    "PyObject_Str",
+    "PyObject_ASCII",
+    "PyObject_Bytes",
+    "PyObject_Dir",
+    "PyObject_RichCompare",
+    "PyObject_Format",
+    "PyObject_Type",
+    // Objects and modules.
+    "_PyObject_New",
+    "_PyObject_NewVar",
+    "_PyObject_GC_New",
+    "_PyObject_GC_NewVar",
+    "PyCapsule_New",
+    "PyErr_NewException",
+    "PyErr_NewExceptionWithDoc",
+    "PyImport_ImportModule",
+    "PyImport_Import",
+    "PyImport_GetModule",
+    "PyWeakref_NewRef",
+    "PyMemoryView_FromObject",
+    "PyMemoryView_FromMemory",
+    "PySlice_New",
+    "PyCell_New",
+    "PyMethod_New",
+    "PyInstanceMethod_New",
+    "PyDictProxy_New",
+];
+
+/// The name of hooked function `index`.
+pub fn name(index: usize) -> &'static str {
+    NEW_REFERENCE.get(index).copied().unwrap_or("?")
+}
+
+/// The index of `name` in the table.
+pub fn index_of(name: &[u8]) -> Option<usize> {
+    NEW_REFERENCE.iter().position(|n| n.as_bytes() == name)
+}

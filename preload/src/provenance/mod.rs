@@ -1,0 +1,120 @@
+//! Provenance: which line of a watched extension received each fresh object
+//! from a new-reference C-API call, and whether that object is still alive.
+//! Shared by the findings (DESIGN.md §8): leaks are objects followed here
+//! that outlive every holder.
+//!
+//! The calls are seen through the generic trampolines (`trampolines`), which
+//! work for any signature, variadic ones included; an object is followed
+//! only when it is fresh (refcount 1 on return: a new object the extension
+//! now owns alone, not a cached or shared one). It stops being followed
+//! when it is freed: by the interpreter's reference tracer (3.13+, every
+//! object), by the extension's own `_Py_Dealloc`, and, at a check, when the
+//! address holds an object of another type.
+
+pub mod apis;
+pub mod tracked;
+mod trampolines;
+
+use crate::python::layout;
+use crate::sys;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tracked::Origin;
+
+/// Set once following is on (a GIL build whose layout refwatch knows).
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+const _: () = assert!(trampolines::ENTRIES >= apis::NEW_REFERENCE.len());
+
+/// Starts following. Called at start, with the GIL held, before any GOT is
+/// patched.
+pub fn enable(gil: bool) {
+    if !gil || !tracked::init() {
+        return;
+    }
+    for (k, name) in apis::NEW_REFERENCE.iter().enumerate() {
+        let c_name = std::ffi::CString::new(*name).expect("API names have no NUL");
+        // SAFETY: a valid C string; RTLD_DEFAULT finds the interpreter's
+        // export (refwatch exports none of these names).
+        let address = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c_name.as_ptr()) };
+        trampolines::REAL[k].store(address as usize, Ordering::Relaxed);
+    }
+    crate::python::liveness::install();
+    ENABLED.store(true, Ordering::Release);
+}
+
+/// The trampoline for a C-API function a GOT slot names, if it is followed
+/// here and this interpreter has it.
+pub fn entry_for(name: &[u8]) -> Option<usize> {
+    if !ENABLED.load(Ordering::Acquire) {
+        return None;
+    }
+    let k = apis::index_of(name)?;
+    (trampolines::REAL[k].load(Ordering::Relaxed) != 0).then(|| trampolines::entry(k))
+}
+
+/// Called by `refwatch_prov_return` when hooked function returns `result`
+/// to the frame whose return address was at `stack_pointer`. Pops that
+/// frame from the thread's shadow stack and returns the caller's address.
+pub extern "C" fn on_return(result: usize, stack_pointer: usize) -> usize {
+    // SAFETY: the shadow stack is this thread's own TLS block; only this
+    // thread's trampolines and this function touch it.
+    let shadow = unsafe { &mut *trampolines::shadow() };
+    let depth = shadow.depth.min(trampolines::DEPTH);
+    // Usually the top frame; greenlets that switch stacks inside a call can
+    // leave other frames above it.
+    let Some(i) = (0..depth).rev().find(|&i| shadow.frames[i].stack_pointer == stack_pointer) else {
+        lost_return_address();
+    };
+    let frame = shadow.frames[i];
+    shadow.frames.copy_within(i + 1..depth, i);
+    shadow.depth = depth - 1;
+    record(frame.entry, result, frame.return_address);
+    frame.return_address
+}
+
+#[cold]
+fn lost_return_address() -> ! {
+    let _ = sys::write_all(2, b"refwatch: internal error: a followed call returned to an unknown frame\n");
+    // SAFETY: abort has no preconditions; there is no caller to return to.
+    unsafe { libc::abort() }
+}
+
+/// A followed call returned `result` to `site`.
+#[inline]
+fn record(api: usize, result: usize, site: usize) {
+    if result == 0 {
+        return;
+    }
+    // SAFETY: a non-NULL result of a new-reference API is a live object the
+    // caller now owns; reading its header is what every C extension does.
+    let (refcount, type_object) = unsafe { (layout::refcount(result), layout::type_of(result)) };
+    if refcount != 1 {
+        return; // cached, interned or shared: not created for this caller
+    }
+    crate::count::record(site, crate::count::Kind::New);
+    let origin = Origin { site, type_object, api: api as u32 };
+    // SAFETY: new-reference APIs are called with the GIL held, which is the
+    // table's invariant.
+    unsafe { tracked::insert(result, origin) };
+}
+
+/// An object is being freed: stop following it.
+///
+/// # Safety
+/// The caller holds the GIL (deallocation runs with it).
+#[inline]
+pub unsafe fn forget(object: usize) {
+    if ENABLED.load(Ordering::Relaxed) {
+        // SAFETY: forwarded.
+        unsafe { tracked::remove(object) };
+    }
+}
+
+/// In a forked child: follow only what the child creates.
+pub fn reset_after_fork() {
+    if ENABLED.load(Ordering::Acquire) {
+        // SAFETY: the child has one thread, the one that forked; Python forks
+        // with the GIL held.
+        unsafe { tracked::clear() };
+    }
+}

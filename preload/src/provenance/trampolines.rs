@@ -1,0 +1,138 @@
+//! x86_64 trampolines that see what a C-API function returns, for any
+//! signature (variadic ones included), without touching its arguments.
+//!
+//! Entry `k` (patched into GOT slots of hooked function `k`): pushes the
+//! caller's return address, `k` and the stack pointer onto a per-thread
+//! shadow stack, replaces the return address with `refwatch_prov_return`, and
+//! jumps to the real function. It only uses `r10` and `r11`, which carry no
+//! arguments in the SysV ABI (`rax` carries the vector-register count of a
+//! variadic call and is left alone). When the shadow stack is full it just
+//! jumps to the real function (that call is not followed).
+//!
+//! `refwatch_prov_return` (where the real function returns to): saves the
+//! return registers (`rax`, `rdx`, `xmm0`, `xmm1`), hands the result and the
+//! entry's stack pointer to [`super::on_return`], which pops the matching
+//! shadow entry (matched by stack pointer, not order: greenlets switch C
+//! stacks inside calls) and returns the caller's address, restores the
+//! registers and jumps back to the caller.
+//!
+//! The shadow stack is a TLS block of refwatch's own, reached with the
+//! initial-exec model (`fs`-relative, no call): refwatch is loaded at start-up
+//! by LD_PRELOAD, so its TLS is in the static block.
+
+use std::sync::atomic::AtomicUsize;
+
+/// Entries in the trampoline table: at least `apis::NEW_REFERENCE.len()`.
+pub const ENTRIES: usize = 128;
+/// Calls a thread can have in flight through the trampolines.
+pub const DEPTH: usize = 64;
+
+/// The real function behind entry `k`; written at start, before patching.
+pub static REAL: [AtomicUsize; ENTRIES] = [const { AtomicUsize::new(0) }; ENTRIES];
+
+/// One call in flight.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Frame {
+    pub return_address: usize,
+    pub entry: usize,
+    /// The stack pointer at entry (where the return address was).
+    pub stack_pointer: usize,
+}
+
+/// The per-thread shadow stack (layout shared with the assembly below).
+#[repr(C)]
+pub struct Shadow {
+    pub depth: usize,
+    pub frames: [Frame; DEPTH],
+}
+
+core::arch::global_asm!(
+    // The per-thread shadow stack: zeroed TLS, not exported.
+    ".section .tbss,\"awT\",@nobits",
+    ".p2align 4",
+    ".hidden refwatch_shadow",
+    ".type refwatch_shadow,@object",
+    ".size refwatch_shadow, 8 + 24 * {depth}",
+    "refwatch_shadow:",
+    ".zero 8 + 24 * {depth}",
+    ".text",
+    // Entry k, one per hooked function, 128 bytes apart.
+    ".irp k,0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64,65,66,67,68,69,70,71,72,73,74,75,76,77,78,79,80,81,82,83,84,85,86,87,88,89,90,91,92,93,94,95,96,97,98,99,100,101,102,103,104,105,106,107,108,109,110,111,112,113,114,115,116,117,118,119,120,121,122,123,124,125,126,127",
+    ".p2align 7",
+    ".hidden refwatch_prov_entry_\\k",
+    "refwatch_prov_entry_\\k:",
+    "mov r11, qword ptr [rip + refwatch_shadow@GOTTPOFF]",
+    "add r11, qword ptr fs:[0]",
+    "mov r10, qword ptr [r11]",
+    "cmp r10, {depth}",
+    "jae 2f",
+    "lea r10, [r10 + r10 * 2]",
+    "lea r10, [r11 + r10 * 8 + 8]",
+    "push qword ptr [rsp]",
+    "pop qword ptr [r10]",
+    "mov qword ptr [r10 + 8], \\k",
+    "mov qword ptr [r10 + 16], rsp",
+    "inc qword ptr [r11]",
+    "lea r10, [rip + refwatch_prov_return]",
+    "mov qword ptr [rsp], r10",
+    "2:",
+    "jmp qword ptr [rip + {real} + 8 * \\k]",
+    ".endr",
+    // The common return stub. On arrival rsp = entry rsp + 8, 16-byte aligned.
+    ".p2align 4",
+    ".hidden refwatch_prov_return",
+    "refwatch_prov_return:",
+    "push rax",
+    "push rdx",
+    "sub rsp, 32",
+    "movdqu xmmword ptr [rsp], xmm0",
+    "movdqu xmmword ptr [rsp + 16], xmm1",
+    "mov rdi, rax",
+    "lea rsi, [rsp + 40]",
+    "call {on_return}",
+    "mov r11, rax",
+    "movdqu xmm0, xmmword ptr [rsp]",
+    "movdqu xmm1, xmmword ptr [rsp + 16]",
+    "add rsp, 32",
+    "pop rdx",
+    "pop rax",
+    "jmp r11",
+    // Rust's way to the calling thread's shadow stack.
+    ".p2align 4",
+    ".hidden refwatch_shadow_address",
+    "refwatch_shadow_address:",
+    "mov rax, qword ptr [rip + refwatch_shadow@GOTTPOFF]",
+    "add rax, qword ptr fs:[0]",
+    "ret",
+    // The entries' addresses, for the GOT patcher.
+    ".section .data.rel.ro,\"aw\"",
+    ".p2align 3",
+    ".hidden refwatch_prov_entries",
+    "refwatch_prov_entries:",
+    ".irp k,0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64,65,66,67,68,69,70,71,72,73,74,75,76,77,78,79,80,81,82,83,84,85,86,87,88,89,90,91,92,93,94,95,96,97,98,99,100,101,102,103,104,105,106,107,108,109,110,111,112,113,114,115,116,117,118,119,120,121,122,123,124,125,126,127",
+    ".quad refwatch_prov_entry_\\k",
+    ".endr",
+    ".text",
+    depth = const DEPTH,
+    real = sym REAL,
+    on_return = sym super::on_return,
+);
+
+unsafe extern "C" {
+    static refwatch_prov_entries: [usize; ENTRIES];
+    fn refwatch_shadow_address() -> *mut Shadow;
+}
+
+/// The address GOT slots of hooked function `k` are pointed at.
+pub fn entry(k: usize) -> usize {
+    // SAFETY: a read-only table of ENTRIES addresses defined above.
+    unsafe { refwatch_prov_entries[k] }
+}
+
+/// The calling thread's shadow stack.
+pub fn shadow() -> *mut Shadow {
+    // SAFETY: the helper only computes the address of this thread's TLS
+    // block; it has no preconditions.
+    unsafe { refwatch_shadow_address() }
+}
