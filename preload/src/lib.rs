@@ -13,6 +13,7 @@
 //! `dlclose`, `_exit`, `_Exit`.
 
 mod count;
+mod findings;
 mod hooks;
 mod interpose;
 mod lifecycle;

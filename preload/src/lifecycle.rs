@@ -5,7 +5,7 @@
 
 use crate::python::{api, facts, runtime};
 use crate::report::{self, thread};
-use crate::{count, hooks, provenance, sys};
+use crate::{count, findings, hooks, provenance, sys};
 use refwatch_model::{event::SCHEMA, Event, Flavour, SettingError, Settings};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, Once, OnceLock};
@@ -131,17 +131,30 @@ pub fn on_process_exit() {
     write_summary(totals);
 }
 
+/// The final check and the summary. With the GIL (Python's at-exit
+/// callback, `os._exit`), leaks are checked first and each new one written
+/// as a finding; without it, the summary repeats what was found before.
 fn write_summary(totals: Option<refwatch_model::Totals>) {
     if !ACTIVE.load(Ordering::Acquire) || SUMMARY_WRITTEN.swap(true, Ordering::AcqRel) {
         return;
+    }
+    let mut held = Vec::new();
+    if let Some((leaks, still_held)) = findings::leaks::check() {
+        held = still_held;
+        for leak in leaks {
+            let (finding, new) = findings::establish(leak);
+            if new {
+                report::emit(&Event::Finding { pid: sys::getpid(), finding });
+            }
+        }
     }
     report::emit(&Event::Summary {
         pid: sys::getpid(),
         elapsed: elapsed(),
         sites: report::sites(),
         totals: totals.unwrap_or_default(),
-        findings: Vec::new(),
-        held: Vec::new(),
+        findings: findings::all(),
+        held,
         sample: report::sample_field(),
     });
 }
@@ -185,6 +198,7 @@ extern "C" fn fork_child() {
     thread::forget_after_fork();
     count::registry::reset_after_fork();
     provenance::reset_after_fork();
+    findings::reset_after_fork();
     runtime::forget_totals();
     SEQ.store(0, Ordering::Relaxed);
     SUMMARY_WRITTEN.store(false, Ordering::Release);

@@ -68,6 +68,18 @@ impl Loaded {
         self.segments(elf::PT_LOAD).collect()
     }
 
+    /// Address ranges of its writable loadable segments (`.data`, `.bss`).
+    pub fn writable_ranges(&self) -> Vec<Range<usize>> {
+        self.phdrs
+            .iter()
+            .filter(|p| p.p_type == elf::PT_LOAD.0 && p.p_flags & elf::PF_W.0 != 0)
+            .map(|p| {
+                let start = self.bias + p.p_vaddr as usize;
+                start..start + p.p_memsz as usize
+            })
+            .collect()
+    }
+
     pub fn contains(&self, address: usize) -> bool {
         self.segments(elf::PT_LOAD).any(|r| r.contains(&address))
     }

@@ -13,6 +13,8 @@ pub struct Watched {
     pub path: String,
     pub bias: usize,
     pub ranges: Vec<Range<usize>>,
+    /// Its static data: where C statics hold references.
+    pub writable: Vec<Range<usize>>,
 }
 
 impl Watched {
@@ -78,7 +80,12 @@ fn consider(object: &Loaded) {
     }
     // SAFETY: as above; `dynamic` belongs to `object`.
     unsafe { got::patch(object, &dynamic) };
-    let watched = Watched { path: object.path.clone(), bias: object.bias, ranges: object.load_ranges() };
+    let watched = Watched {
+        path: object.path.clone(),
+        bias: object.bias,
+        ranges: object.load_ranges(),
+        writable: object.writable_ranges(),
+    };
     WATCHED.lock().unwrap_or_else(|e| e.into_inner()).push(watched);
 }
 

@@ -92,7 +92,9 @@ fn record(api: usize, result: usize, site: usize) {
         return; // cached, interned or shared: not created for this caller
     }
     crate::count::record(site, crate::count::Kind::New);
-    let origin = Origin { site, type_object, api: api as u32 };
+    // SAFETY: the object's type is alive while the object is.
+    let pre_header = unsafe { layout::pre_header(type_object) } as u32;
+    let origin = Origin { site, type_object, api: api as u32, pre_header };
     // SAFETY: new-reference APIs are called with the GIL held, which is the
     // table's invariant.
     unsafe { tracked::insert(result, origin) };
@@ -109,6 +111,52 @@ pub unsafe fn forget(object: usize) {
         unsafe { tracked::remove(object) };
     }
 }
+
+/// The memory block at `block` was freed: forget the object it held.
+///
+/// # Safety
+/// The caller holds the GIL.
+pub unsafe fn block_freed(block: usize) {
+    // SAFETY: forwarded.
+    unsafe { block_object(block) };
+}
+
+/// The memory block at `from` was moved to `to` by `realloc` (a resized
+/// tuple, bytes or str): follow its object at the new address.
+///
+/// # Safety
+/// The caller holds the GIL.
+pub unsafe fn block_moved(from: usize, to: usize) {
+    // SAFETY: forwarded.
+    if let Some(origin) = unsafe { block_object(from) } {
+        // SAFETY: forwarded.
+        unsafe { tracked::insert(to + origin.pre_header as usize, origin) };
+    }
+}
+
+/// Stops following the object that starts its block at `block`: the one
+/// whose pre-header puts it there (an object at another offset belongs to
+/// a neighbouring block).
+///
+/// # Safety
+/// The caller holds the GIL.
+unsafe fn block_object(block: usize) -> Option<Origin> {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return None;
+    }
+    for offset in PRE_HEADERS {
+        // SAFETY: forwarded.
+        let Some(origin) = (unsafe { tracked::get(block + offset) }) else { continue };
+        if origin.pre_header as usize == offset {
+            // SAFETY: forwarded.
+            return unsafe { tracked::take(block + offset) };
+        }
+    }
+    None
+}
+
+/// The pre-header sizes an object can have (`layout::pre_header`).
+const PRE_HEADERS: [usize; 3] = [0, 16, 32];
 
 /// In a forked child: follow only what the child creates.
 pub fn reset_after_fork() {

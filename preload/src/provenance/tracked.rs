@@ -22,6 +22,8 @@ pub struct Origin {
     pub type_object: usize,
     /// Index of the C-API function in `apis::NEW_REFERENCE`.
     pub api: u32,
+    /// Bytes between the start of its memory block and the object.
+    pub pre_header: u32,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -145,8 +147,30 @@ pub unsafe fn insert(object: usize, origin: Origin) {
 #[inline]
 pub unsafe fn remove(object: usize) {
     // SAFETY: forwarded.
-    let Some(t) = (unsafe { table() }) else { return };
-    let Some(mut hole) = t.find(object) else { return };
+    unsafe { take(object) };
+}
+
+/// Where a followed object came from, if it is followed.
+///
+/// # Safety
+/// The caller holds the GIL.
+#[inline]
+pub unsafe fn get(object: usize) -> Option<Origin> {
+    // SAFETY: forwarded.
+    let t = (unsafe { table() })?;
+    let i = t.find(object)?;
+    Some(t.slot(i).origin)
+}
+
+/// Stops following `object` and returns where it came from.
+///
+/// # Safety
+/// The caller holds the GIL.
+pub unsafe fn take(object: usize) -> Option<Origin> {
+    // SAFETY: forwarded.
+    let t = (unsafe { table() })?;
+    let mut hole = t.find(object)?;
+    let origin = t.slot(hole).origin;
     // Backward-shift deletion: move later entries of the run into the hole
     // when their home position allows it.
     let mut i = hole;
@@ -167,6 +191,7 @@ pub unsafe fn remove(object: usize) {
     }
     *t.slot(hole) = Slot::default();
     t.len -= 1;
+    Some(origin)
 }
 
 /// Every followed object with its origin.

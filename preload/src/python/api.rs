@@ -70,6 +70,9 @@ api! {
     err_restore: c"PyErr_Restore" => fn(*mut PyObject, *mut PyObject, *mut PyObject),
     unicode_as_utf8: c"PyUnicode_AsUTF8" => fn(*mut PyObject) -> *const c_char,
     sys_get_object: c"PySys_GetObject" => fn(*const c_char) -> *mut PyObject,
+    list_new: c"PyList_New" => fn(isize) -> *mut PyObject,
+    list_set_item: c"PyList_SetItem" => fn(*mut PyObject, isize, *mut PyObject) -> c_int,
+    dict_del_item_string: c"PyDict_DelItemString" => fn(*mut PyObject, *const c_char) -> c_int,
     incref: c"Py_IncRef" => fn(*mut PyObject),
     decref: c"Py_DecRef" => fn(*mut PyObject),
 }

@@ -12,7 +12,8 @@ pub fn flavour() -> Flavour {
     let gil = lookup(c"_Py_MergeZeroLocalRefcount").is_none();
     let header = object_header_size();
     if gil {
-        super::layout::set_header_extra(header.map_or(0, |h| h - PLAIN_HEADER));
+        let minor = api().map(|a| a.version()).and_then(|v| v.split('.').nth(1)?.parse().ok()).unwrap_or(0);
+        super::layout::set_header_extra(header.map_or(0, |h| h - PLAIN_HEADER), minor);
     }
     Flavour {
         // Defined under Py_REF_DEBUG only, in every version of the matrix.

@@ -5,10 +5,34 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 static EXTRA: AtomicUsize = AtomicUsize::new(0);
+/// The interpreter's minor version (3.x).
+static MINOR: AtomicUsize = AtomicUsize::new(0);
 
-/// Records the header layout of this interpreter (at start).
-pub fn set_header_extra(bytes: usize) {
+/// Records the header layout and version of this interpreter (at start).
+pub fn set_header_extra(bytes: usize, minor: usize) {
     EXTRA.store(bytes, Ordering::Relaxed);
+    MINOR.store(minor, Ordering::Relaxed);
+}
+
+const TPFLAGS_OFFSET: usize = 16 + 8 + 144; // PyVarObject, then 18 words to tp_flags
+const HAVE_GC: u64 = 1 << 14;
+/// Py_TPFLAGS_MANAGED_WEAKREF (3.12+) and Py_TPFLAGS_MANAGED_DICT (3.11+).
+const MANAGED_WEAKREF: u64 = 1 << 3;
+const MANAGED_DICT: u64 = 1 << 4;
+
+/// How far into its memory block an object of `type_object` starts: the
+/// gc header (two words) for gc types, plus two words of "pre-header" for
+/// types with a managed dict (3.11+) or managed weakref list (3.12+).
+///
+/// # Safety
+/// `type_object` is a live type object.
+pub unsafe fn pre_header(type_object: usize) -> usize {
+    // SAFETY: tp_flags is a field of every type object.
+    let flags =
+        unsafe { ((type_object + EXTRA.load(Ordering::Relaxed) + TPFLAGS_OFFSET) as *const u64).read() };
+    let minor = MINOR.load(Ordering::Relaxed);
+    let managed = (minor >= 11 && flags & MANAGED_DICT != 0) || (minor >= 12 && flags & MANAGED_WEAKREF != 0);
+    16 * usize::from(flags & HAVE_GC != 0) + 16 * usize::from(managed)
 }
 
 /// Refcounts at or above this are immortal objects (3.12+), not counts.

@@ -1,7 +1,11 @@
 //! Seeing objects die, so provenance forgets them: the interpreter's
 //! reference tracer (3.13+) reports every object's destruction, release
-//! builds included. Older interpreters only show frees made by a watched
-//! extension's own `Py_DECREF` (the `_Py_Dealloc` hook).
+//! builds included. Before 3.13, a hook on the object allocator (the way
+//! tracemalloc hooks it) sees the memory of freed objects given back, and
+//! the `_Py_Dealloc` hook sees frees made by a watched extension's own
+//! `Py_DECREF`; objects kept on a type's free list (tuples, lists, dicts,
+//! floats) are not seen there, and a check weeds out addresses that now hold
+//! an object of another type.
 
 use super::api::{api, lookup};
 use crate::provenance;
@@ -21,12 +25,13 @@ static PREVIOUS_DATA: AtomicUsize = AtomicUsize::new(0);
 /// Installs the tracer where the interpreter has one and this thread holds
 /// the GIL (as it does while Python imports an extension).
 pub fn install() {
-    let (Some(set), Some(get)) = (lookup(c"PyRefTracer_SetTracer"), lookup(c"PyRefTracer_GetTracer")) else {
-        return;
-    };
     if !api().is_some_and(|a| a.can_run_python()) {
         return;
     }
+    let (Some(set), Some(get)) = (lookup(c"PyRefTracer_SetTracer"), lookup(c"PyRefTracer_GetTracer")) else {
+        allocator::install();
+        return;
+    };
     // SAFETY: both symbols are the 3.13+ functions of these signatures; the
     // GIL is held, as they require.
     unsafe {
@@ -56,4 +61,108 @@ unsafe extern "C" fn on_event(object: *mut c_void, event: c_int, _: *mut c_void)
         }
     }
     0
+}
+
+/// The object allocator hook (before 3.13).
+mod allocator {
+    use super::lookup;
+    use crate::provenance;
+    use std::cell::UnsafeCell;
+    use std::ffi::{c_int, c_void};
+
+    /// `PyMemAllocatorEx`, the same in every version of the matrix.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Allocator {
+        ctx: *mut c_void,
+        malloc: Option<unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void>,
+        calloc: Option<unsafe extern "C" fn(*mut c_void, usize, usize) -> *mut c_void>,
+        realloc: Option<unsafe extern "C" fn(*mut c_void, *mut c_void, usize) -> *mut c_void>,
+        free: Option<unsafe extern "C" fn(*mut c_void, *mut c_void)>,
+    }
+
+    const PYMEM_DOMAIN_OBJ: c_int = 2;
+
+    struct Original(UnsafeCell<Allocator>);
+    // SAFETY: written once at install (GIL held, before the hook is in
+    // place), read-only afterwards.
+    unsafe impl Sync for Original {}
+
+    static ORIGINAL: Original = Original(UnsafeCell::new(Allocator {
+        ctx: std::ptr::null_mut(),
+        malloc: None,
+        calloc: None,
+        realloc: None,
+        free: None,
+    }));
+
+    fn original() -> Allocator {
+        // SAFETY: read-only after install (see `Original`).
+        unsafe { *ORIGINAL.0.get() }
+    }
+
+    type GetAllocator = unsafe extern "C" fn(c_int, *mut Allocator);
+
+    pub fn install() {
+        let (Some(get), Some(set)) = (lookup(c"PyMem_GetAllocator"), lookup(c"PyMem_SetAllocator")) else {
+            return;
+        };
+        // SAFETY: the C-API functions of these signatures; called with the
+        // GIL held (caller), as tracemalloc does at run time. ORIGINAL is
+        // filled before the hook that reads it is installed.
+        unsafe {
+            let get: GetAllocator = std::mem::transmute(get);
+            let set: GetAllocator = std::mem::transmute(set);
+            get(PYMEM_DOMAIN_OBJ, ORIGINAL.0.get());
+            if original().free.is_none() {
+                return;
+            }
+            let mut hook = Allocator {
+                ctx: std::ptr::null_mut(),
+                malloc: Some(malloc),
+                calloc: Some(calloc),
+                realloc: Some(realloc),
+                free: Some(free),
+            };
+            set(PYMEM_DOMAIN_OBJ, &mut hook);
+        }
+    }
+
+    unsafe extern "C" fn malloc(_: *mut c_void, size: usize) -> *mut c_void {
+        let o = original();
+        // SAFETY: the original allocator with its own context.
+        unsafe { o.malloc.map_or(std::ptr::null_mut(), |f| f(o.ctx, size)) }
+    }
+
+    unsafe extern "C" fn calloc(_: *mut c_void, n: usize, size: usize) -> *mut c_void {
+        let o = original();
+        // SAFETY: as above.
+        unsafe { o.calloc.map_or(std::ptr::null_mut(), |f| f(o.ctx, n, size)) }
+    }
+
+    unsafe extern "C" fn realloc(_: *mut c_void, block: *mut c_void, size: usize) -> *mut c_void {
+        let o = original();
+        // SAFETY: as above; an object that moves is no longer where it was.
+        unsafe {
+            let moved = o.realloc.map_or(std::ptr::null_mut(), |f| f(o.ctx, block, size));
+            if moved != block && !moved.is_null() && !block.is_null() {
+                provenance::block_moved(block as usize, moved as usize);
+            }
+            moved
+        }
+    }
+
+    unsafe extern "C" fn free(_: *mut c_void, block: *mut c_void) {
+        let o = original();
+        // SAFETY: the object allocator runs with the GIL held; then the
+        // original free with its own context.
+        unsafe {
+            if !block.is_null() {
+                provenance::block_freed(block as usize);
+            }
+            if let Some(f) = o.free {
+                f(o.ctx, block)
+            }
+        }
+    }
 }

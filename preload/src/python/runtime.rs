@@ -33,6 +33,33 @@ if hasattr(_os, 'register_at_fork'):
     _os.register_at_fork(before=_rw_before_fork, after_in_parent=_rw_after_fork_parent,
                          after_in_child=_rw_after_fork_child)
 
+def _rw_visits(objs):
+    # How many references reachable holders (objects the gc tracks, and
+    # everything reachable from them or from objs, tracked or not) make to
+    # each object of objs. refwatch's own frame and list do not count.
+    index = {id(o): i for i, o in enumerate(objs)}
+    visits = [0] * len(objs)
+    me = _sys._getframe()
+    todo = _gc.get_objects()
+    seen = set()
+    for o in objs:
+        if not _gc.is_tracked(o):
+            seen.add(id(o))
+            todo.append(o)
+    referents, tracked = _gc.get_referents, _gc.is_tracked
+    while todo:
+        o = todo.pop()
+        if o is objs or o is me or o is todo:
+            continue
+        for r in referents(o):
+            i = index.get(id(r))
+            if i is not None and r is objs[i]:
+                visits[i] += 1
+            if not tracked(r) and id(r) not in seen:
+                seen.add(id(r))
+                todo.append(r)
+    return ','.join(map(str, visits))
+
 def _rw_totals(census):
     out = []
     total = getattr(_sys, 'gettotalrefcount', None)
@@ -297,4 +324,38 @@ unsafe extern "C" fn after_fork_child(_: *mut PyObject, _: *mut PyObject) -> *mu
 pub fn forget_totals() {
     *LATEST.lock().unwrap_or_else(|e| e.into_inner()) = None;
     PENDING.store(false, Ordering::Release);
+}
+
+/// For each object of `objects` (live, GIL held), how many references the
+/// holders Python can see make to it (`_rw_visits`). `None` if Python could
+/// not be asked.
+pub fn holder_visits(objects: &[usize]) -> Option<Vec<u64>> {
+    let api = api().filter(|a| a.can_run_python())?;
+    if !REGISTERED.load(Ordering::Acquire) {
+        return None;
+    }
+    let globals = GLOBALS.load(Ordering::Acquire);
+    // SAFETY: can_run_python: the GIL is held. The list takes a new
+    // reference to each live object and is released (with them) below.
+    let text = unsafe {
+        let list = (api.list_new)(objects.len() as isize);
+        if list.is_null() {
+            return None;
+        }
+        for (i, &object) in objects.iter().enumerate() {
+            (api.incref)(object as *mut PyObject);
+            (api.list_set_item)(list, i as isize, object as *mut PyObject);
+        }
+        (api.dict_set_item_string)(globals, c"_rw_objs".as_ptr(), list);
+        (api.decref)(list);
+        let result = run(api, c"_rw_visits(_rw_objs)", PY_EVAL_INPUT);
+        (api.dict_del_item_string)(globals, c"_rw_objs".as_ptr());
+        let result = result?;
+        let utf8 = (api.unicode_as_utf8)(result);
+        let text = (!utf8.is_null()).then(|| CStr::from_ptr(utf8).to_string_lossy().into_owned());
+        (api.decref)(result);
+        text?
+    };
+    let visits: Vec<u64> = text.split(',').filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect();
+    (visits.len() == objects.len()).then_some(visits)
 }

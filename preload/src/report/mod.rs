@@ -38,6 +38,26 @@ fn snapshot() -> HashMap<usize, [u64; count::table::KINDS]> {
     sums
 }
 
+/// The place of a return address (symbolized once, cached).
+pub fn place_of(ra: usize) -> Place {
+    let watched = interpose::watched();
+    let mut symbolizer = SYMBOLIZER.lock().unwrap_or_else(|e| e.into_inner());
+    symbolizer.get_or_insert_with(Symbolizer::default).place(ra, &watched)
+}
+
+/// Fresh objects received per source line (estimates when sampling).
+pub fn created_by_place() -> HashMap<Place, u64> {
+    let mut out: HashMap<Place, u64> = HashMap::new();
+    let scale = u64::from(count::sample());
+    for (ra, counts) in snapshot() {
+        let created = counts[Kind::New as usize];
+        if created > 0 {
+            *out.entry(place_of(ra)).or_default() += created * scale;
+        }
+    }
+    out
+}
+
 /// The current per-line sites, busiest first. With sampling, counts are
 /// scaled up to estimates.
 pub fn sites() -> Vec<Site> {
@@ -81,11 +101,15 @@ pub fn sample_field() -> Option<u32> {
     Some(count::sample()).filter(|&n| n > 1)
 }
 
-/// Writes one event to the configured output.
+/// Writes one event to the configured output. A finding also goes to the
+/// launcher's findings file (`refwatch run --fail-on-findings`).
 pub fn emit(event: &Event) {
     let Some(settings) = lifecycle::settings() else { return };
     let target = output::Target { output: &settings.output, format: settings.format };
     output::write(&target, event, lifecycle::start_event);
+    if let Event::Finding { .. } = event {
+        output::note_finding(event);
+    }
 }
 
 /// Writes this process's `start` event (the output opens on first use).

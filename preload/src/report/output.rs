@@ -77,3 +77,20 @@ fn emit(sink: Option<&Sink>, format: Format, event: &Event) {
     };
     let _ = sys::write_all(sink.fd, bytes.as_bytes());
 }
+
+/// Set by `refwatch run --fail-on-findings`: a file each finding is
+/// appended to, whatever the output, so the launcher can tell.
+const FINDINGS_FILE: &str = "REFWATCH_FINDINGS_FILE";
+
+pub fn note_finding(event: &Event) {
+    let Some(path) = sys::env(FINDINGS_FILE).filter(|p| !p.is_empty()) else { return };
+    let Ok(c_path) = std::ffi::CString::new(path) else { return };
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC;
+    // SAFETY: a valid C string; mode passed as open(2) expects with O_CREAT.
+    let fd = unsafe { libc::open(c_path.as_ptr(), flags, 0o600 as libc::c_uint) };
+    if fd >= 0 {
+        let _ = sys::write_all(fd, event.to_line().as_bytes());
+        // SAFETY: closing the descriptor opened just above.
+        unsafe { libc::close(fd) };
+    }
+}
