@@ -1,0 +1,163 @@
+//! Leak findings: on every interpreter of the matrix, each class of leak is
+//! named at the exact line that created the leaked reference, and nothing
+//! else is; the correct twins of the same code give no finding.
+
+mod common;
+
+use common::agent::{launcher, library};
+use common::fixture::{self, marker_line, Built};
+use common::matrix::Python;
+use common::on_every_python;
+use common::run::{run, scratch, Agent};
+use refwatch_model::event::{FindingKind, Precision};
+use refwatch_model::{Event, Finding};
+use std::collections::BTreeSet;
+
+fn leaks_fixture(py: &Python) -> Built {
+    fixture::build(py, "leaks.c", "leaks", &[])
+}
+
+/// (kind, file name, line, precision) of each finding in the summary.
+fn finding_set(findings: &[Finding]) -> BTreeSet<(String, String, u32, String)> {
+    findings
+        .iter()
+        .map(|f| {
+            let file = f.file.as_deref().unwrap_or("?").rsplit('/').next().unwrap_or("?").to_string();
+            (format!("{:?}", f.kind), file, f.line.unwrap_or(0), format!("{:?}", f.precision))
+        })
+        .collect()
+}
+
+fn exact_leaks(markers: &[&str]) -> BTreeSet<(String, String, u32, String)> {
+    markers
+        .iter()
+        .map(|m| {
+            let kind = format!("{:?}", FindingKind::Leak);
+            (kind, "leaks.c".to_string(), marker_line("leaks.c", m), format!("{:?}", Precision::Exact))
+        })
+        .collect()
+}
+
+/// The leaky calls, one line of Python each, with the marker of the line
+/// that must be named; and the same work done correctly.
+const LEAKY: &[(&str, &str)] = &[
+    ("leaks.pair_sum(i, i + 1)", "leak-buildvalue"),
+    ("leaks.packed(i)", "leak-pack"),
+    ("leaks.call_and_forget(make_list, i)", "leak-callfunction"),
+    ("leaks.label_length(i)", "leak-format"),
+    ("leaks.fill(kept_list, 2)", "leak-append"),
+    ("leaks.tag(kept_dict, 'k%d-%d' % (t, i))", "leak-setitem"),
+    ("swallow(leaks.checked, -1)", "leak-error-path"),
+    ("leaks.Holder(i)", "leak-member"),
+];
+
+const CORRECT: &[&str] = &[
+    "leaks.pair_sum_ok(i, i + 1)",
+    "leaks.packed_ok(i)",
+    "leaks.call_ok(make_list, i)",
+    "leaks.label_length_ok(i)",
+    "leaks.fill_ok(kept_list, 2)",
+    "leaks.tag_ok(kept_dict, 'k%d-%d' % (t, i))",
+    "swallow(leaks.checked_ok, -1)",
+    "swallow(leaks.checked_ok, 5)",
+    "leaks.HolderOk(i)",
+    "leaks.constant()",
+    "leaks.square(i % 7)",
+];
+
+/// A driver that runs `calls` 40 times on each of `threads` threads.
+fn driver(calls: &[&str], threads: usize) -> String {
+    let body: String = calls.iter().map(|c| format!("        {c}\n")).collect();
+    format!(
+        "import leaks, threading\n\
+         kept_list, kept_dict = [], {{}}\n\
+         def make_list(n):\n    return [n]\n\
+         def swallow(f, arg):\n    try:\n        f(arg)\n    except ValueError:\n        pass\n\
+         def work(t):\n    for i in range(40):\n{body}\
+         threads = [threading.Thread(target=work, args=(t,)) for t in range({threads})]\n\
+         [t.start() for t in threads]\n\
+         [t.join() for t in threads]\n\
+         print(len(kept_list), len(kept_dict))\n"
+    )
+}
+
+fn summary_findings(r: &common::run::Run) -> Result<(Vec<Finding>, usize), String> {
+    let streamed = r.events.iter().filter(|e| matches!(e, Event::Finding { .. })).count();
+    match r.summary(None) {
+        Some(Event::Summary { findings, .. }) => Ok((findings.clone(), streamed)),
+        _ => Err(format!("no summary: {}", r.describe())),
+    }
+}
+
+#[test]
+fn each_class_of_leak_is_named_at_its_creating_line_and_nothing_else() {
+    on_every_python("leaks", |py| {
+        let built = leaks_fixture(py);
+        for (call, marker) in LEAKY {
+            let r = run(py, &[&built], &driver(&[call], 1), Agent::Json(&[]));
+            ensure!(r.status.success(), "{call}: {}", r.describe());
+            let (findings, streamed) = summary_findings(&r)?;
+            let want = exact_leaks(&[marker]);
+            ensure!(finding_set(&findings) == want, "{call}: findings {findings:#?}\nwant {want:?}");
+            ensure!(streamed == 1, "{call}: {streamed} finding events streamed, expected 1");
+            let f = &findings[0];
+            ensure!(f.count >= 40 && f.evidence.contains("created here by"), "{call}: evidence/count: {f:?}");
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn correct_twins_caches_and_memo_dicts_are_not_leaks() {
+    on_every_python("clean", |py| {
+        let built = leaks_fixture(py);
+        let r = run(py, &[&built], &driver(CORRECT, 2), Agent::Json(&[]));
+        ensure!(r.status.success(), "{}", r.describe());
+        let (findings, streamed) = summary_findings(&r)?;
+        ensure!(findings.is_empty() && streamed == 0, "false findings: {findings:#?}");
+        Ok(())
+    });
+}
+
+#[test]
+fn leaks_made_by_four_threads_at_once_are_all_found() {
+    on_every_python("threads", |py| {
+        let built = leaks_fixture(py);
+        let calls: Vec<&str> = LEAKY.iter().map(|(c, _)| *c).chain(CORRECT.iter().copied()).collect();
+        let r = run(py, &[&built], &driver(&calls, 4), Agent::Json(&[]));
+        ensure!(r.status.success(), "{}", r.describe());
+        let (findings, _) = summary_findings(&r)?;
+        let markers: Vec<&str> = LEAKY.iter().map(|(_, m)| *m).collect();
+        let want = exact_leaks(&markers);
+        ensure!(finding_set(&findings) == want, "findings {:#?}\nwant {want:?}", finding_set(&findings));
+        let buildvalue = findings.iter().find(|f| f.line == Some(marker_line("leaks.c", "leak-buildvalue")));
+        ensure!(buildvalue.is_some_and(|f| f.count == 160), "4 threads x 40 calls: {buildvalue:?}");
+        Ok(())
+    });
+}
+
+#[test]
+fn fail_on_findings_and_check_see_a_real_leak() {
+    let py = &common::matrix::pythons()[0];
+    let built = leaks_fixture(py);
+    library();
+    let file = scratch("leaks.jsonl");
+    let code = driver(&["leaks.pair_sum(i, 1)"], 1);
+    let out = std::process::Command::new(launcher())
+        .args(["run", "--fail-on-findings", "--format", "json", "--output"])
+        .arg(&file)
+        .arg("--")
+        .arg(&py.path)
+        .args(["-c", &code])
+        .env("PYTHONPATH", &built.dir)
+        .output()
+        .expect("run refwatch");
+    assert_eq!(out.status.code(), Some(1), "--fail-on-findings with a leak: {out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0 0\n", "the program's own output is unchanged");
+    let check =
+        std::process::Command::new(launcher()).arg("check").arg(&file).output().expect("refwatch check");
+    assert_eq!(check.status.code(), Some(1), "{check:?}");
+    let text = String::from_utf8_lossy(&check.stdout);
+    let line = marker_line("leaks.c", "leak-buildvalue");
+    assert!(text.contains("LEAK") && text.contains(&format!("leaks.c:{line} in pair_sum")), "{text}");
+}
