@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod fixture;
 pub mod matrix;
+pub mod pypi;
 pub mod run;
 
 use matrix::{pythons, Python};
