@@ -41,6 +41,17 @@ sum_x(PyObject *self, PyObject *points)
     return PyLong_FromLongLong(total);
 }
 
+/* The length of a caption for the points: the caption is never released,
+ * so every call leaks one string (refwatch names the line that made it). */
+static PyObject *
+caption_length(PyObject *self, PyObject *points)
+{
+    PyObject *caption = PyUnicode_FromFormat("%zd points", PyList_Size(points));
+    if (caption == NULL)
+        return NULL;
+    return PyLong_FromSsize_t(PyUnicode_GetLength(caption));
+}
+
 /* Bindings that manage references through calls (as ctypes and cffi do). */
 static PyObject *
 retain(PyObject *self, PyObject *obj)
@@ -54,6 +65,7 @@ retain(PyObject *self, PyObject *obj)
 static PyMethodDef methods[] = {
     {"grid", grid, METH_VARARGS, "A list of n (x, x*x) tuples."},
     {"sum_x", sum_x, METH_O, "Sum of the first items."},
+    {"caption_length", caption_length, METH_O, "Length of a caption (leaks it)."},
     {"retain", retain, METH_O, "Takes one reference to obj and keeps it."},
     {NULL, NULL, 0, NULL},
 };

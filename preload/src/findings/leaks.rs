@@ -9,6 +9,12 @@
 //! nobody holds. Objects reachable only from a leaked object are held by it:
 //! only the root of a leaked structure is reported.
 //!
+//! Who left a reference behind: when the extension's visible increments on
+//! the object (`Py_IncRef`, limited-API `Py_INCREF`: the provenance ledger)
+//! outnumber its decrements, the increment's line (exact when all the
+//! unmatched increments are on one line, else the function with its
+//! candidate lines); otherwise the line that created the object.
+//!
 //! The rule, "grows with the number of calls": a call site leaks when at
 //! least [`LEAK_MIN_OBJECTS`] of the objects it created are left with
 //! references nothing holds. A leak adds one such object per call; a single
@@ -17,7 +23,9 @@
 
 use super::memory::Readable;
 use crate::interpose;
-use crate::provenance::{apis, tracked};
+use crate::provenance::apis;
+use crate::provenance::ledger::{Entry, LEDGER};
+use crate::provenance::tracked::{Origin, TRACKED};
 use crate::python::{layout, runtime};
 use crate::report;
 use crate::symbolize::Place;
@@ -27,9 +35,27 @@ use std::collections::HashMap;
 /// Unheld objects from one site that make a leak.
 pub const LEAK_MIN_OBJECTS: u64 = 2;
 
-/// What was found for one source line.
+/// An object alive at the check with what refwatch knows of it.
+struct Suspect {
+    object: usize,
+    refcount: u64,
+    origin: Option<Origin>,
+    ledger: Option<Entry>,
+}
+
+/// Where unheld references are blamed: one line (`candidates` empty), or a
+/// function and the lines in it that may be the one.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Blame {
+    place: Place,
+    candidates: Vec<u32>,
+    /// By an increment the extension made, rather than at creation.
+    by_increment: bool,
+}
+
+/// What was found for one blame.
 #[derive(Default)]
-struct Line {
+struct Tally {
     /// Objects left with references nothing holds.
     objects: u64,
     /// Those references, in all.
@@ -43,60 +69,111 @@ struct Line {
 /// Checks every followed object. `None` when Python could not be asked
 /// (then nothing is claimed).
 pub fn check() -> Option<(Vec<Finding>, Vec<Held>)> {
+    let suspects = suspects();
+    if suspects.is_empty() {
+        return Some((Vec::new(), Vec::new()));
+    }
+    let objects: Vec<usize> = suspects.iter().map(|s| s.object).collect();
+    let statics = static_references(&objects);
+    let visits = runtime::holder_visits(&objects)?;
+    let mut tallies: HashMap<Blame, Tally> = HashMap::new();
+    for (i, s) in suspects.iter().enumerate() {
+        let unheld = s.refcount.saturating_sub(visits[i] + statics[i]);
+        let by_increment = s.ledger.map_or(0, |e| e.net.max(0) as u64).min(unheld);
+        let by_creation = if s.origin.is_some() { unheld - by_increment } else { 0 };
+        let blames = [
+            (by_increment, s.ledger.and_then(|e| increment_blame(&e))),
+            (
+                by_creation,
+                s.origin.map(|o| Blame {
+                    place: report::place_of(o.site),
+                    candidates: Vec::new(),
+                    by_increment: false,
+                }),
+            ),
+        ];
+        for (references, blame) in blames {
+            let Some(blame) = blame.filter(|_| references > 0) else { continue };
+            let tally = tallies.entry(blame).or_default();
+            tally.objects += 1;
+            tally.references += references;
+            tally.orphans += u64::from(visits[i] + statics[i] == 0);
+            // SAFETY: the object is alive (checked in `suspects`); its type too.
+            let type_name = unsafe { layout::type_name(layout::type_of(s.object)) };
+            *tally.types.entry(type_name).or_default() += 1;
+            let api = s.origin.map_or("Py_INCREF", |o| apis::name(o.api as usize));
+            *tally.apis.entry(api).or_default() += 1;
+        }
+    }
+    Some(conclude(tallies))
+}
+
+/// Followed objects and objects with unmatched visible increments that are
+/// still alive (their address still holds an object of their type).
+fn suspects() -> Vec<Suspect> {
     let readable = Readable::now();
     // SAFETY: checks run with the GIL held (at exit, in a pending call).
-    let followed = unsafe { tracked::all() };
-    let alive: Vec<(usize, tracked::Origin, u64)> = followed
+    let (tracked, ledger) = unsafe { (TRACKED.entries(), LEDGER.entries()) };
+    let mut by_object: HashMap<usize, (Option<Origin>, Option<Entry>)> = HashMap::new();
+    for (object, origin) in tracked {
+        by_object.entry(object).or_default().0 = Some(origin);
+    }
+    for (object, entry) in ledger.into_iter().filter(|(_, e)| e.net > 0) {
+        by_object.entry(object).or_default().1 = Some(entry);
+    }
+    by_object
         .into_iter()
         .filter(|(object, _)| readable.contains(*object, 64))
-        .filter_map(|(object, origin)| {
+        .filter_map(|(object, (origin, ledger))| {
+            let expected = origin.map(|o| o.type_object).or(ledger.map(|e| e.type_object))?;
             // SAFETY: the header is readable (checked above); a reused or
             // freed address shows another type or an impossible refcount.
             let (type_object, refcount) = unsafe { (layout::type_of(object), layout::refcount(object)) };
-            let plausible = type_object == origin.type_object && (1..layout::IMMORTAL).contains(&refcount);
-            plausible.then_some((object, origin, refcount))
+            let plausible = type_object == expected && (1..layout::IMMORTAL).contains(&refcount);
+            plausible.then_some(Suspect { object, refcount, origin, ledger })
         })
-        .collect();
-    if alive.is_empty() {
-        return Some((Vec::new(), Vec::new()));
+        .collect()
+}
+
+/// Where an object's unmatched increments are: the lines with more
+/// increments than decrements, in the function that has most of them.
+fn increment_blame(entry: &Entry) -> Option<Blame> {
+    type Function = (Option<String>, Option<String>); // module, function
+    let mut by_function: HashMap<Function, Vec<(Place, i64)>> = HashMap::new();
+    for &(site, net) in entry.sites.iter().filter(|s| s.0 != 0 && s.1 > 0) {
+        let place = report::place_of(site);
+        by_function.entry((place.module.clone(), place.function.clone())).or_default().push((place, net));
     }
-    let objects: Vec<usize> = alive.iter().map(|a| a.0).collect();
-    let statics = static_references(&objects);
-    let visits = runtime::holder_visits(&objects)?;
-    let mut lines: HashMap<Place, Line> = HashMap::new();
-    for (i, (object, origin, refcount)) in alive.iter().enumerate() {
-        let unheld = refcount.saturating_sub(visits[i] + statics[i]);
-        if unheld == 0 {
-            continue;
-        }
-        let line = lines.entry(report::place_of(origin.site)).or_default();
-        line.objects += 1;
-        line.references += unheld;
-        line.orphans += u64::from(unheld == *refcount);
-        // SAFETY: the object is alive (checked above); its type object is too.
-        let type_name = unsafe { layout::type_name(layout::type_of(*object)) };
-        *line.types.entry(type_name).or_default() += 1;
-        *line.apis.entry(apis::name(origin.api as usize)).or_default() += 1;
-    }
+    let (_, mut places) =
+        by_function.into_iter().max_by_key(|(_, p)| p.iter().map(|(_, n)| n).sum::<i64>())?;
+    places.sort_by_key(|(p, _)| p.line);
+    places.dedup_by_key(|(p, _)| p.line);
+    let place = places[0].0.clone();
+    let candidates =
+        if places.len() > 1 { places.iter().filter_map(|(p, _)| p.line).collect() } else { Vec::new() };
+    Some(Blame { place, candidates, by_increment: true })
+}
+
+fn conclude(tallies: HashMap<Blame, Tally>) -> (Vec<Finding>, Vec<Held>) {
     let created = report::created_by_place();
     let mut findings = Vec::new();
     let mut held = Vec::new();
-    for (place, line) in lines {
-        let type_name = most_common(&line.types).unwrap_or("object").to_string();
-        if line.objects >= LEAK_MIN_OBJECTS && place.module.is_some() {
-            let api = most_common(&line.apis).unwrap_or("?");
-            let total = created.get(&place).copied().unwrap_or(line.objects);
+    for (blame, tally) in tallies {
+        let type_name = most_common(&tally.types).unwrap_or("object").to_string();
+        let place = &blame.place;
+        if tally.objects >= LEAK_MIN_OBJECTS && place.module.is_some() {
+            let precision = if blame.candidates.is_empty() { Precision::Exact } else { Precision::Function };
             findings.push(Finding {
                 id: 0,
                 kind: FindingKind::Leak,
                 module: place.module.clone(),
                 file: place.file.clone(),
                 line: place.line,
-                precision: Precision::Exact,
-                candidates: Vec::new(),
+                precision,
                 function: place.function.clone(),
-                count: line.references,
-                evidence: evidence(&line, &type_name, api, total),
+                count: tally.references,
+                evidence: evidence(&blame, &tally, &type_name, created.get(place).copied()),
+                candidates: blame.candidates,
                 py_file: None,
                 py_line: None,
             });
@@ -105,27 +182,35 @@ pub fn check() -> Option<(Vec<Finding>, Vec<Held>)> {
                 file: place.file.clone(),
                 line: place.line,
                 function: place.function.clone(),
-                count: line.objects,
+                count: tally.objects,
                 type_name,
             });
         }
     }
     findings.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| (&a.file, a.line).cmp(&(&b.file, b.line))));
     held.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
-    Some((findings, held))
+    (findings, held)
 }
 
-fn evidence(line: &Line, type_name: &str, api: &str, created: u64) -> String {
-    let n = line.objects;
+fn evidence(blame: &Blame, tally: &Tally, type_name: &str, created: Option<u64>) -> String {
+    let n = tally.objects;
+    let refs = tally.references;
+    if blame.by_increment {
+        let where_ = if blame.candidates.is_empty() { "here" } else { "in this function" };
+        return format!(
+            "{n} {type_name} objects keep {refs} reference(s) taken {where_} by Py_INCREF/Py_IncRef that were never \
+             given back: more increments than decrements, and nothing holds those references"
+        );
+    }
+    let api = most_common(&tally.apis).unwrap_or("?");
     let made = format!("{n} {type_name} objects created here by {api}");
-    let all = format!("{created} were created here in all");
-    if line.orphans == n {
+    let all = format!("{} were created here in all", created.unwrap_or(n));
+    if tally.orphans == n {
         format!("{made} are alive and held by nothing ({all}); they grow with every call of this line")
     } else {
         format!(
-            "{made} are alive with {} more reference(s) than their holders account for ({all}): \
-             a reference the extension took was never released",
-            line.references
+            "{made} are alive with {refs} more reference(s) than their holders account for ({all}): \
+             the reference this call returned was never released"
         )
     }
 }

@@ -29,7 +29,8 @@ fn real(slot: &AtomicUsize) -> usize {
 }
 
 /// Declares the hooks: `name(shape) => kind`. Shapes: `object` for
-/// `f(PyObject *)`, `dealloc` for `_Py_Dealloc` (which also tells provenance
+/// `f(PyObject *)` increments and decrements (also noted in the
+/// provenance ledger), `dealloc` for `_Py_Dealloc` (which also tells provenance
 /// the object is gone), `total` for `f(void)` (debug builds' per-site total
 /// functions), `negative` for `_Py_NegativeRefcount(file, line, op)`.
 macro_rules! hooks {
@@ -47,6 +48,10 @@ macro_rules! hooks {
             pub static REAL: AtomicUsize = AtomicUsize::new(0);
             extern "C" fn hook(op: *mut c_void, ra: usize) {
                 record(ra, $kind);
+                let delta = if matches!($kind, Kind::Incref) { 1 } else { -1 };
+                // SAFETY: refcount calls are made with the GIL held; this runs
+                // before the real call, while the object is surely alive.
+                unsafe { crate::provenance::visible_refcount(op as usize, ra, delta) };
                 // SAFETY: REAL holds the address of the interpreter's function
                 // of this name, whose C signature is `void f(PyObject *)`.
                 let f: extern "C" fn(*mut c_void) = unsafe { std::mem::transmute(real(&REAL)) };

@@ -11,14 +11,16 @@
 //! object), by the extension's own `_Py_Dealloc`, and, at a check, when the
 //! address holds an object of another type.
 
+mod address_map;
 pub mod apis;
+pub mod ledger;
 pub mod tracked;
 mod trampolines;
 
 use crate::python::layout;
 use crate::sys;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tracked::Origin;
+use tracked::{Origin, TRACKED};
 
 /// Set once following is on (a GIL build whose layout refwatch knows).
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -28,7 +30,7 @@ const _: () = assert!(trampolines::ENTRIES >= apis::NEW_REFERENCE.len());
 /// Starts following. Called at start, with the GIL held, before any GOT is
 /// patched.
 pub fn enable(gil: bool) {
-    if !gil || !tracked::init() {
+    if !gil || !tracked::init() || !ledger::init() {
         return;
     }
     for (k, name) in apis::NEW_REFERENCE.iter().enumerate() {
@@ -97,7 +99,21 @@ fn record(api: usize, result: usize, site: usize) {
     let origin = Origin { site, type_object, api: api as u32, pre_header };
     // SAFETY: new-reference APIs are called with the GIL held, which is the
     // table's invariant.
-    unsafe { tracked::insert(result, origin) };
+    unsafe { TRACKED.update(result, |o| *o = origin) };
+}
+
+/// A watched extension called `Py_IncRef`/`Py_DecRef` (or their limited-API
+/// forms) on `object` at `site`. Called before the real function, while the
+/// object is surely alive.
+///
+/// # Safety
+/// The caller holds the GIL.
+#[inline]
+pub unsafe fn visible_refcount(object: usize, site: usize, delta: i64) {
+    if ENABLED.load(Ordering::Relaxed) && object != 0 {
+        // SAFETY: forwarded.
+        unsafe { ledger::note(object, site, delta) };
+    }
 }
 
 /// An object is being freed: stop following it.
@@ -108,7 +124,10 @@ fn record(api: usize, result: usize, site: usize) {
 pub unsafe fn forget(object: usize) {
     if ENABLED.load(Ordering::Relaxed) {
         // SAFETY: forwarded.
-        unsafe { tracked::remove(object) };
+        unsafe {
+            TRACKED.remove(object);
+            ledger::LEDGER.remove(object);
+        }
     }
 }
 
@@ -130,13 +149,13 @@ pub unsafe fn block_moved(from: usize, to: usize) {
     // SAFETY: forwarded.
     if let Some(origin) = unsafe { block_object(from) } {
         // SAFETY: forwarded.
-        unsafe { tracked::insert(to + origin.pre_header as usize, origin) };
+        unsafe { TRACKED.update(to + origin.pre_header as usize, |o| *o = origin) };
     }
 }
 
 /// Stops following the object that starts its block at `block`: the one
 /// whose pre-header puts it there (an object at another offset belongs to
-/// a neighbouring block).
+/// a neighbouring block). Returns its origin if it was followed.
 ///
 /// # Safety
 /// The caller holds the GIL.
@@ -144,15 +163,20 @@ unsafe fn block_object(block: usize) -> Option<Origin> {
     if !ENABLED.load(Ordering::Relaxed) {
         return None;
     }
+    let mut origin = None;
     for offset in PRE_HEADERS {
-        // SAFETY: forwarded.
-        let Some(origin) = (unsafe { tracked::get(block + offset) }) else { continue };
-        if origin.pre_header as usize == offset {
-            // SAFETY: forwarded.
-            return unsafe { tracked::take(block + offset) };
+        let object = block + offset;
+        // SAFETY: forwarded (both maps are GIL-serialized).
+        unsafe {
+            if TRACKED.get(object).is_some_and(|o| o.pre_header as usize == offset) {
+                origin = TRACKED.remove(object);
+            }
+            if ledger::LEDGER.get(object).is_some_and(|e| e.pre_header as usize == offset) {
+                ledger::LEDGER.remove(object);
+            }
         }
     }
-    None
+    origin
 }
 
 /// The pre-header sizes an object can have (`layout::pre_header`).
@@ -163,6 +187,9 @@ pub fn reset_after_fork() {
     if ENABLED.load(Ordering::Acquire) {
         // SAFETY: the child has one thread, the one that forked; Python forks
         // with the GIL held.
-        unsafe { tracked::clear() };
+        unsafe {
+            TRACKED.clear();
+            ledger::LEDGER.clear();
+        }
     }
 }
