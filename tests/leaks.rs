@@ -161,3 +161,41 @@ fn fail_on_findings_and_check_see_a_real_leak() {
     let line = marker_line("leaks.c", "leak-buildvalue");
     assert!(text.contains("LEAK") && text.contains(&format!("leaks.c:{line} in pair_sum")), "{text}");
 }
+
+#[test]
+fn an_extra_increment_on_an_owned_object_is_named_where_a_hook_sees_it() {
+    on_every_python("extra incref", |py| {
+        let normal = fixture::build(py, "extra_ref.c", "extra_ref", &[]);
+        let limited_version = if py.at_least(3, 12) { "0x030c0000" } else { "0x030a0000" };
+        let define = format!("-DPy_LIMITED_API={limited_version}");
+        let limited = fixture::build(py, "extra_ref.c", "extra_ref", &[&define]);
+        let driver = |call: &str| {
+            format!("import extra_ref\nowned = [[] for _ in range(40)]\nfor o in owned:\n    extra_ref.{call}(o)\n")
+        };
+        let line = |m| marker_line("extra_ref.c", m);
+        let exact = |m| -> BTreeSet<(String, String, u32, String)> {
+            [("Leak".to_string(), "extra_ref.c".to_string(), line(m), "Exact".to_string())].into()
+        };
+        // Py_IncRef is a call on every build: exact everywhere.
+        let r = run(py, &[&normal], &driver("keep_explicit"), Agent::Json(&[]));
+        let (findings, _) = summary_findings(&r)?;
+        ensure!(finding_set(&findings) == exact("extra-incref-call"), "Py_IncRef: {findings:#?}");
+        ensure!(
+            findings[0].count == 40 && findings[0].function.as_deref() == Some("keep_explicit"),
+            "{findings:?}"
+        );
+        // Limited API: Py_INCREF is a call on 3.12+ and on debug builds.
+        let r = run(py, &[&limited], &driver("keep"), Agent::Json(&[]));
+        let (findings, _) = summary_findings(&r)?;
+        let visible = py.at_least(3, 12) || py.is_debug();
+        let want = if visible { exact("extra-incref") } else { BTreeSet::new() };
+        ensure!(finding_set(&findings) == want, "limited Py_INCREF (visible: {visible}): {findings:#?}");
+        // Correct twins: nothing.
+        for built in [&normal, &limited] {
+            let r = run(py, &[built], &driver("borrow"), Agent::Json(&[]));
+            let (findings, _) = summary_findings(&r)?;
+            ensure!(findings.is_empty(), "balanced increments: {findings:#?}");
+        }
+        Ok(())
+    });
+}
