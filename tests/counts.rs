@@ -164,8 +164,9 @@ fn sampling_records_one_event_in_n_and_marks_estimates() {
             got.get(&marker_line("counts.c", "explicit-incref")).copied().unwrap_or_default();
         let (_, decref, _) =
             got.get(&marker_line("counts.c", "explicit-decref")).copied().unwrap_or_default();
-        // One event in ten per thread, scaled back up: exact to within one sample.
-        ensure!(incref.abs_diff(1000) <= 10 && decref.abs_diff(1000) <= 10, "estimates {incref}, {decref}");
+        // One event in ten per thread on average (random gaps), scaled back
+        // up: an estimate of the 1000 each.
+        ensure!(incref.abs_diff(1000) <= 300 && decref.abs_diff(1000) <= 300, "estimates {incref}, {decref}");
         ensure!(incref % 10 == 0 && decref % 10 == 0, "estimates are multiples of N: {incref}, {decref}");
         Ok(())
     });

@@ -199,3 +199,20 @@ fn an_extra_increment_on_an_owned_object_is_named_where_a_hook_sees_it() {
         Ok(())
     });
 }
+
+#[test]
+fn sampling_still_finds_a_growing_leak_with_an_estimated_count() {
+    on_every_python("sampled leaks", |py| {
+        let built = leaks_fixture(py);
+        let code =
+            driver(&["leaks.pair_sum(i, i + 1)", "leaks.pair_sum(i, i + 2)", "leaks.pair_sum_ok(i, 1)"], 4);
+        let r = run(py, &[&built], &code, Agent::Json(&[("REFWATCH_SAMPLE", "10")]));
+        ensure!(r.status.success(), "{}", r.describe());
+        let (findings, _) = summary_findings(&r)?;
+        ensure!(finding_set(&findings) == exact_leaks(&["leak-buildvalue"]), "{findings:#?}");
+        // 320 tuples leaked; one fresh object in ten is followed.
+        let f = &findings[0];
+        ensure!((100..=900).contains(&f.count) && f.evidence.contains("about"), "estimate: {f:?}");
+        Ok(())
+    });
+}

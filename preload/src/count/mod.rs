@@ -22,8 +22,9 @@ pub fn sample() -> u32 {
 }
 
 /// Counts one event of `kind` at return address `ra`: the hot path.
+/// Returns whether it was recorded (with sampling, one in N is).
 #[inline(always)]
-pub fn record(ra: usize, kind: Kind) {
+pub fn record(ra: usize, kind: Kind) -> bool {
     let table = registry::current();
     // SAFETY: `current` returns a table that lives for the rest of the process
     // (the pool is never unmapped) and that only this thread writes, or the
@@ -31,7 +32,8 @@ pub fn record(ra: usize, kind: Kind) {
     let table = unsafe { &*table };
     let sample = SAMPLE.load(Ordering::Relaxed);
     if sample > 1 && !table.sample_tick(sample) {
-        return;
+        return false;
     }
     table.bump(ra, kind);
+    true
 }

@@ -46,6 +46,8 @@ pub struct Table {
     shared: AtomicBool,
     /// Events left until the next recorded one, when sampling.
     countdown: AtomicU32,
+    /// xorshift state for the sampling gaps.
+    random: AtomicU32,
     /// Events that found no free slot.
     dropped: AtomicU64,
     slots: [Slot; SLOTS],
@@ -70,6 +72,7 @@ impl Table {
         Table {
             shared: AtomicBool::new(false),
             countdown: AtomicU32::new(0),
+            random: AtomicU32::new(0),
             dropped: AtomicU64::new(0),
             slots: [const { Slot { key: AtomicUsize::new(0), counts: [const { AtomicU64::new(0) }; KINDS] } };
                 SLOTS],
@@ -81,17 +84,26 @@ impl Table {
         self.shared.store(true, Ordering::Relaxed);
     }
 
-    /// With sampling, true for one call in `sample`.
+    /// With sampling, true for one call in `sample` on average. The gaps
+    /// are random (uniform in 1..2N), so that a code path repeating a fixed
+    /// pattern of calls is not always sampled at the same call.
     #[inline(always)]
     pub fn sample_tick(&self, sample: u32) -> bool {
         let left = self.countdown.load(Ordering::Relaxed);
         if left > 1 {
             self.countdown.store(left - 1, Ordering::Relaxed);
-            false
-        } else {
-            self.countdown.store(sample, Ordering::Relaxed);
-            true
+            return false;
         }
+        let mut x = self.random.load(Ordering::Relaxed);
+        if x == 0 {
+            x = 0x9E37_79B9 ^ (self as *const Table as usize as u32);
+        }
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.random.store(x, Ordering::Relaxed);
+        self.countdown.store(1 + x % (2 * sample - 1), Ordering::Relaxed);
+        true
     }
 
     #[inline(always)]

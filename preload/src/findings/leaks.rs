@@ -156,12 +156,22 @@ fn increment_blame(entry: &Entry) -> Option<Blame> {
 
 fn conclude(tallies: HashMap<Blame, Tally>) -> (Vec<Finding>, Vec<Held>) {
     let created = report::created_by_place();
+    // With REFWATCH_SAMPLE=N one fresh object in N was followed: scale the
+    // counts up to estimates (the rule applies to the objects followed).
+    let scale = u64::from(crate::count::sample());
     let mut findings = Vec::new();
     let mut held = Vec::new();
     for (blame, tally) in tallies {
         let type_name = most_common(&tally.types).unwrap_or("object").to_string();
         let place = &blame.place;
-        if tally.objects >= LEAK_MIN_OBJECTS && place.module.is_some() {
+        let leaked = tally.objects >= LEAK_MIN_OBJECTS;
+        let tally = Tally {
+            objects: tally.objects * scale,
+            references: tally.references * scale,
+            orphans: tally.orphans * scale,
+            ..tally
+        };
+        if leaked && place.module.is_some() {
             let precision = if blame.candidates.is_empty() { Precision::Exact } else { Precision::Function };
             findings.push(Finding {
                 id: 0,
@@ -172,7 +182,7 @@ fn conclude(tallies: HashMap<Blame, Tally>) -> (Vec<Finding>, Vec<Held>) {
                 precision,
                 function: place.function.clone(),
                 count: tally.references,
-                evidence: evidence(&blame, &tally, &type_name, created.get(place).copied()),
+                evidence: evidence(&blame, &tally, &type_name, created.get(place).copied(), scale > 1),
                 candidates: blame.candidates,
                 py_file: None,
                 py_line: None,
@@ -192,8 +202,9 @@ fn conclude(tallies: HashMap<Blame, Tally>) -> (Vec<Finding>, Vec<Held>) {
     (findings, held)
 }
 
-fn evidence(blame: &Blame, tally: &Tally, type_name: &str, created: Option<u64>) -> String {
-    let n = tally.objects;
+fn evidence(blame: &Blame, tally: &Tally, type_name: &str, created: Option<u64>, estimated: bool) -> String {
+    let about = if estimated { "about " } else { "" };
+    let n = format!("{about}{}", tally.objects);
     let refs = tally.references;
     if blame.by_increment {
         let where_ = if blame.candidates.is_empty() { "here" } else { "in this function" };
@@ -204,8 +215,8 @@ fn evidence(blame: &Blame, tally: &Tally, type_name: &str, created: Option<u64>)
     }
     let api = most_common(&tally.apis).unwrap_or("?");
     let made = format!("{n} {type_name} objects created here by {api}");
-    let all = format!("{} were created here in all", created.unwrap_or(n));
-    if tally.orphans == n {
+    let all = format!("{} were created here in all", created.unwrap_or(tally.objects));
+    if tally.orphans == tally.objects {
         format!("{made} are alive and held by nothing ({all}); they grow with every call of this line")
     } else {
         format!(

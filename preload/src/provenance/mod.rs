@@ -93,7 +93,11 @@ fn record(api: usize, result: usize, site: usize) {
     if refcount != 1 {
         return; // cached, interned or shared: not created for this caller
     }
-    crate::count::record(site, crate::count::Kind::New);
+    // With sampling, one fresh object in N is followed (leaks that grow are
+    // still found; their counts are estimates).
+    if !crate::count::record(site, crate::count::Kind::New) {
+        return;
+    }
     // SAFETY: the object's type is alive while the object is.
     let pre_header = unsafe { layout::pre_header(type_object) } as u32;
     let origin = Origin { site, type_object, api: api as u32, pre_header };
