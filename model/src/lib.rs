@@ -11,4 +11,4 @@ pub mod settings;
 pub mod text;
 
 pub use event::{Event, Finding, Flavour, Held, Site, Totals};
-pub use settings::{Format, ModuleFilter, Output, SettingError, Settings};
+pub use settings::{Format, ModuleFilter, OnOverrelease, Output, SettingError, Settings};

@@ -72,6 +72,18 @@ impl ModuleFilter {
     }
 }
 
+/// What happens after an over-release is reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnOverrelease {
+    /// Nothing about the program changes.
+    Report,
+    /// Where the extension's own release frees an object it did not own,
+    /// the object is kept (made immortal) instead, so the program runs on.
+    Quarantine,
+    /// Stop at the first, after the report.
+    Abort,
+}
+
 /// The agent's effective settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
@@ -85,6 +97,7 @@ pub struct Settings {
     /// Period of the (costly) object census on release builds; zero means
     /// only at exit.
     pub census: Duration,
+    pub on_overrelease: OnOverrelease,
 }
 
 impl Default for Settings {
@@ -96,6 +109,7 @@ impl Default for Settings {
             format: Format::Text,
             modules: ModuleFilter::Default,
             census: Duration::from_secs(60),
+            on_overrelease: OnOverrelease::Report,
         }
     }
 }
@@ -203,6 +217,30 @@ pub const SETTINGS: &[Setting] = &[
         help: "Seconds between object censuses on release builds (default 60; 0: only at exit)",
         apply: |s, v| put(&mut s.census, seconds(v)),
         show: |s| fmt_seconds(s.census),
+    },
+    Setting {
+        env: "REFWATCH_ON_OVERRELEASE",
+        flag: "on-overrelease",
+        value_name: "report|quarantine|abort",
+        accepted: "report, quarantine or abort",
+        help: "After an over-release: report only (default), keep the object alive and run on (quarantine), or abort",
+        apply: |s, v| {
+            s.on_overrelease = match v {
+                "report" => OnOverrelease::Report,
+                "quarantine" => OnOverrelease::Quarantine,
+                "abort" => OnOverrelease::Abort,
+                _ => return None,
+            };
+            Some(())
+        },
+        show: |s| {
+            match s.on_overrelease {
+                OnOverrelease::Report => "report",
+                OnOverrelease::Quarantine => "quarantine",
+                OnOverrelease::Abort => "abort",
+            }
+            .into()
+        },
     },
 ];
 
@@ -340,6 +378,7 @@ mod tests {
             ("REFWATCH_FORMAT", "xml"),
             ("REFWATCH_MODULES", "a,,b"),
             ("REFWATCH_CENSUS", "often"),
+            ("REFWATCH_ON_OVERRELEASE", "ignore"),
         ];
         for (var, value) in bad {
             let errors = parse(&[(var, value)]).unwrap_err();

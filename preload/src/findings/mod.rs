@@ -4,6 +4,7 @@
 
 pub mod leaks;
 mod memory;
+pub mod overrelease;
 
 use refwatch_model::event::Finding;
 use std::sync::Mutex;
@@ -30,6 +31,19 @@ pub fn establish(mut finding: Finding) -> (Finding, bool) {
     finding.id = all.len() as u32 + 1;
     all.push(finding.clone());
     (finding, true)
+}
+
+/// Records one more occurrence of `finding` (over-releases are counted as
+/// they happen) and returns it with its id and running count.
+pub fn establish_counted(finding: Finding) -> (Finding, bool) {
+    let previous = all().into_iter().find(|f| {
+        f.kind == finding.kind
+            && f.module == finding.module
+            && f.file == finding.file
+            && f.line == finding.line
+    });
+    let count = previous.map_or(0, |p| p.count) + finding.count;
+    establish(Finding { count, ..finding })
 }
 
 /// Every finding, with its latest count.

@@ -8,6 +8,7 @@
 mod arch;
 
 use crate::count::{record, Kind};
+use crate::findings::overrelease::{self, Verdict};
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -19,6 +20,16 @@ pub struct Hook {
     pub entry: unsafe extern "C" fn(),
     /// The interpreter's own function; 0 until resolved at start.
     pub real: &'static AtomicUsize,
+}
+
+/// Whether releasing `op` drops its last reference (the release frees it).
+///
+/// # Safety
+/// `op` is NULL or a live object.
+#[inline(always)]
+unsafe fn releases_last(op: *mut c_void) -> bool {
+    // SAFETY: caller's contract.
+    !op.is_null() && unsafe { crate::python::layout::refcount(op as usize) } == 1
 }
 
 /// Reads a resolved original. Only called from hooks, which are only
@@ -48,10 +59,18 @@ macro_rules! hooks {
             pub static REAL: AtomicUsize = AtomicUsize::new(0);
             extern "C" fn hook(op: *mut c_void, ra: usize) {
                 record(ra, $kind);
-                let delta = if matches!($kind, Kind::Incref) { 1 } else { -1 };
+                let increment = matches!($kind, Kind::Incref);
                 // SAFETY: refcount calls are made with the GIL held; this runs
                 // before the real call, while the object is surely alive.
-                unsafe { crate::provenance::visible_refcount(op as usize, ra, delta) };
+                unsafe { crate::provenance::visible_refcount(op as usize, ra, if increment { 1 } else { -1 }) };
+                // SAFETY: as above; a limited-API Py_DECREF of the last
+                // reference frees inside this call.
+                if !increment && unsafe { releases_last(op) } {
+                    // SAFETY: as above.
+                    if let Verdict::Keep = unsafe { overrelease::before_free(op as usize, ra) } {
+                        return;
+                    }
+                }
                 // SAFETY: REAL holds the address of the interpreter's function
                 // of this name, whose C signature is `void f(PyObject *)`.
                 let f: extern "C" fn(*mut c_void) = unsafe { std::mem::transmute(real(&REAL)) };
@@ -67,7 +86,12 @@ macro_rules! hooks {
             pub static REAL: AtomicUsize = AtomicUsize::new(0);
             extern "C" fn hook(op: *mut c_void, ra: usize) {
                 record(ra, $kind);
-                // SAFETY: deallocation runs with the GIL held.
+                // SAFETY: deallocation runs with the GIL held; the object is
+                // alive until the real function frees it.
+                if let Verdict::Keep = unsafe { overrelease::before_free(op as usize, ra) } {
+                    return;
+                }
+                // SAFETY: as above.
                 unsafe { crate::provenance::forget(op as usize) };
                 // SAFETY: REAL holds the address of the interpreter's function
                 // of this name, whose C signature is `void f(PyObject *)`.
@@ -99,6 +123,9 @@ macro_rules! hooks {
             pub static REAL: AtomicUsize = AtomicUsize::new(0);
             extern "C" fn hook(file: *const c_char, line: c_int, op: *mut c_void, ra: usize) {
                 record(ra, $kind);
+                // The interpreter reports the error and aborts in the real
+                // function: the finding goes out first.
+                overrelease::negative_refcount(op as usize, ra);
                 type Negative = extern "C" fn(*const c_char, c_int, *mut c_void);
                 // SAFETY: REAL holds `_Py_NegativeRefcount`, whose C signature
                 // is `void f(const char *, int, PyObject *)`.

@@ -1,147 +1,198 @@
-//! The C-API functions whose results refwatch follows: each returns a new
-//! (strong) reference to the extension that called it. Listed once; the GOT
-//! patcher, the trampolines and the findings all index this table.
+//! The C-API functions provenance follows, listed once: the GOT patcher,
+//! the trampolines and the findings all index this table.
 //!
-//! Names from CPython's `Doc/data/refcounts.dat` ("+1" returns) and the C-API
-//! reference; `_SizeT` variants are what `PY_SSIZE_T_CLEAN` selects before
-//! 3.13. Functions an interpreter lacks are simply never patched. Functions
+//! New references from CPython's `Doc/data/refcounts.dat` ("+1" returns)
+//! and the C-API reference; `_SizeT` variants are what `PY_SSIZE_T_CLEAN`
+//! selects before 3.13. Borrowed and stolen references from the C-API
+//! reference (refcounts.dat marks steals poorly); `PyList_GetItemRef`,
+//! `PyImport_AddModuleRef` (3.13+) return strong references and are plain new
+//! ones. Functions an interpreter lacks are simply never patched. Functions
 //! that extensions store as type slots (`PyType_GenericNew`,
 //! `PyType_GenericAlloc`) are left out: patching the `GLOB_DAT` slot that
 //! holds their address would change their identity (DESIGN.md §3).
 
-/// Hooked functions that return a new reference.
-pub static NEW_REFERENCE: &[&str] = &[
+/// Where, in a container, a reference lives: the container is the call's
+/// first argument; for an index, the second argument is the index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    TupleIndex,
+    ListIndex,
+    /// Any value of the dict (the key may be gone by the time it matters).
+    DictValue,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Returns a new (strong) reference.
+    New,
+    /// Returns a reference borrowed from a container.
+    Borrowed(Slot),
+    /// Takes the reference to its third argument into a container.
+    Steals(Slot),
+}
+
+pub struct Api {
+    pub name: &'static str,
+    pub effect: Effect,
+}
+
+const fn new(name: &'static str) -> Api {
+    Api { name, effect: Effect::New }
+}
+
+const fn borrowed(name: &'static str, slot: Slot) -> Api {
+    Api { name, effect: Effect::Borrowed(slot) }
+}
+
+const fn steals(name: &'static str, slot: Slot) -> Api {
+    Api { name, effect: Effect::Steals(slot) }
+}
+
+/// Every followed function.
+pub static APIS: &[Api] = &[
     // Numbers.
-    "PyLong_FromLong",
-    "PyLong_FromUnsignedLong",
-    "PyLong_FromLongLong",
-    "PyLong_FromUnsignedLongLong",
-    "PyLong_FromSsize_t",
-    "PyLong_FromSize_t",
-    "PyLong_FromDouble",
-    "PyLong_FromString",
-    "PyFloat_FromDouble",
-    "PyFloat_FromString",
-    "PyComplex_FromDoubles",
-    "PyNumber_Add",
-    "PyNumber_Subtract",
-    "PyNumber_Multiply",
-    "PyNumber_TrueDivide",
-    "PyNumber_FloorDivide",
-    "PyNumber_Remainder",
-    "PyNumber_Negative",
-    "PyNumber_Long",
-    "PyNumber_Float",
-    "PyNumber_Index",
+    new("PyLong_FromLong"),
+    new("PyLong_FromUnsignedLong"),
+    new("PyLong_FromLongLong"),
+    new("PyLong_FromUnsignedLongLong"),
+    new("PyLong_FromSsize_t"),
+    new("PyLong_FromSize_t"),
+    new("PyLong_FromDouble"),
+    new("PyLong_FromString"),
+    new("PyFloat_FromDouble"),
+    new("PyFloat_FromString"),
+    new("PyComplex_FromDoubles"),
+    new("PyNumber_Add"),
+    new("PyNumber_Subtract"),
+    new("PyNumber_Multiply"),
+    new("PyNumber_TrueDivide"),
+    new("PyNumber_FloorDivide"),
+    new("PyNumber_Remainder"),
+    new("PyNumber_Negative"),
+    new("PyNumber_Long"),
+    new("PyNumber_Float"),
+    new("PyNumber_Index"),
     // Text and bytes.
-    "PyUnicode_FromString",
-    "PyUnicode_FromStringAndSize",
-    "PyUnicode_FromFormat",
-    "PyUnicode_FromFormatV",
-    "PyUnicode_FromWideChar",
-    "PyUnicode_FromKindAndData",
-    "PyUnicode_FromOrdinal",
-    "PyUnicode_FromObject",
-    "PyUnicode_New",
-    "PyUnicode_DecodeUTF8",
-    "PyUnicode_DecodeLatin1",
-    "PyUnicode_DecodeASCII",
-    "PyUnicode_AsUTF8String",
-    "PyUnicode_AsEncodedString",
-    "PyUnicode_Concat",
-    "PyUnicode_Join",
-    "PyUnicode_Split",
-    "PyUnicode_Substring",
-    "PyUnicode_Replace",
-    "PyUnicode_Format",
-    "PyBytes_FromString",
-    "PyBytes_FromStringAndSize",
-    "PyBytes_FromFormat",
-    "PyBytes_FromObject",
-    "PyByteArray_FromStringAndSize",
+    new("PyUnicode_FromString"),
+    new("PyUnicode_FromStringAndSize"),
+    new("PyUnicode_FromFormat"),
+    new("PyUnicode_FromFormatV"),
+    new("PyUnicode_FromWideChar"),
+    new("PyUnicode_FromKindAndData"),
+    new("PyUnicode_FromOrdinal"),
+    new("PyUnicode_FromObject"),
+    new("PyUnicode_New"),
+    new("PyUnicode_DecodeUTF8"),
+    new("PyUnicode_DecodeLatin1"),
+    new("PyUnicode_DecodeASCII"),
+    new("PyUnicode_AsUTF8String"),
+    new("PyUnicode_AsEncodedString"),
+    new("PyUnicode_Concat"),
+    new("PyUnicode_Join"),
+    new("PyUnicode_Split"),
+    new("PyUnicode_Substring"),
+    new("PyUnicode_Replace"),
+    new("PyUnicode_Format"),
+    new("PyBytes_FromString"),
+    new("PyBytes_FromStringAndSize"),
+    new("PyBytes_FromFormat"),
+    new("PyBytes_FromObject"),
+    new("PyByteArray_FromStringAndSize"),
     // Containers.
-    "PyTuple_New",
-    "PyTuple_Pack",
-    "PyTuple_GetSlice",
-    "PyList_New",
-    "PyList_GetSlice",
-    "PyList_AsTuple",
-    "PyDict_New",
-    "PyDict_Copy",
-    "PyDict_Keys",
-    "PyDict_Values",
-    "PyDict_Items",
-    "PySet_New",
-    "PyFrozenSet_New",
-    "PySequence_List",
-    "PySequence_Tuple",
-    "PySequence_GetItem",
-    "PySequence_GetSlice",
-    "PySequence_Concat",
-    "PySequence_Fast",
-    "PyMapping_Keys",
-    "PyMapping_Values",
-    "PyMapping_Items",
-    "PyObject_GetItem",
-    "PyObject_GetIter",
-    "PyIter_Next",
-    "Py_BuildValue",
-    "_Py_BuildValue_SizeT",
-    "Py_VaBuildValue",
+    new("PyTuple_New"),
+    new("PyTuple_Pack"),
+    new("PyTuple_GetSlice"),
+    new("PyList_New"),
+    new("PyList_GetSlice"),
+    new("PyList_AsTuple"),
+    new("PyDict_New"),
+    new("PyDict_Copy"),
+    new("PyDict_Keys"),
+    new("PyDict_Values"),
+    new("PyDict_Items"),
+    new("PySet_New"),
+    new("PyFrozenSet_New"),
+    new("PySequence_List"),
+    new("PySequence_Tuple"),
+    new("PySequence_GetItem"),
+    new("PySequence_GetSlice"),
+    new("PySequence_Concat"),
+    new("PySequence_Fast"),
+    new("PyMapping_Keys"),
+    new("PyMapping_Values"),
+    new("PyMapping_Items"),
+    new("PyObject_GetItem"),
+    new("PyObject_GetIter"),
+    new("PyIter_Next"),
+    new("Py_BuildValue"),
+    new("_Py_BuildValue_SizeT"),
+    new("Py_VaBuildValue"),
     // Calls, attributes, conversions.
-    "PyObject_Call",
-    "PyObject_CallObject",
-    "PyObject_CallNoArgs",
-    "PyObject_CallOneArg",
-    "PyObject_CallFunction",
-    "_PyObject_CallFunction_SizeT",
-    "PyObject_CallMethod",
-    "_PyObject_CallMethod_SizeT",
-    "PyObject_CallFunctionObjArgs",
-    "PyObject_CallMethodObjArgs",
-    "PyObject_CallMethodNoArgs",
-    "PyObject_CallMethodOneArg",
-    "PyObject_Vectorcall",
-    "PyObject_VectorcallMethod",
-    "PyObject_VectorcallDict",
-    "PyEval_CallObjectWithKeywords",
-    "PyObject_GetAttr",
-    "PyObject_GetAttrString",
-    "PyObject_Repr",
-    "PyObject_Str",
-    "PyObject_ASCII",
-    "PyObject_Bytes",
-    "PyObject_Dir",
-    "PyObject_RichCompare",
-    "PyObject_Format",
-    "PyObject_Type",
+    new("PyObject_Call"),
+    new("PyObject_CallObject"),
+    new("PyObject_CallNoArgs"),
+    new("PyObject_CallOneArg"),
+    new("PyObject_CallFunction"),
+    new("_PyObject_CallFunction_SizeT"),
+    new("PyObject_CallMethod"),
+    new("_PyObject_CallMethod_SizeT"),
+    new("PyObject_CallFunctionObjArgs"),
+    new("PyObject_CallMethodObjArgs"),
+    new("PyObject_CallMethodNoArgs"),
+    new("PyObject_CallMethodOneArg"),
+    new("PyObject_Vectorcall"),
+    new("PyObject_VectorcallMethod"),
+    new("PyObject_VectorcallDict"),
+    new("PyEval_CallObjectWithKeywords"),
+    new("PyObject_GetAttr"),
+    new("PyObject_GetAttrString"),
+    new("PyObject_Repr"),
+    new("PyObject_Str"),
+    new("PyObject_ASCII"),
+    new("PyObject_Bytes"),
+    new("PyObject_Dir"),
+    new("PyObject_RichCompare"),
+    new("PyObject_Format"),
+    new("PyObject_Type"),
     // Objects and modules.
-    "_PyObject_New",
-    "_PyObject_NewVar",
-    "_PyObject_GC_New",
-    "_PyObject_GC_NewVar",
-    "PyCapsule_New",
-    "PyErr_NewException",
-    "PyErr_NewExceptionWithDoc",
-    "PyImport_ImportModule",
-    "PyImport_Import",
-    "PyImport_GetModule",
-    "PyWeakref_NewRef",
-    "PyMemoryView_FromObject",
-    "PyMemoryView_FromMemory",
-    "PySlice_New",
-    "PyCell_New",
-    "PyMethod_New",
-    "PyInstanceMethod_New",
-    "PyDictProxy_New",
+    new("_PyObject_New"),
+    new("_PyObject_NewVar"),
+    new("_PyObject_GC_New"),
+    new("_PyObject_GC_NewVar"),
+    new("PyCapsule_New"),
+    new("PyErr_NewException"),
+    new("PyErr_NewExceptionWithDoc"),
+    new("PyImport_ImportModule"),
+    new("PyImport_Import"),
+    new("PyImport_GetModule"),
+    new("PyWeakref_NewRef"),
+    new("PyMemoryView_FromObject"),
+    new("PyMemoryView_FromMemory"),
+    new("PySlice_New"),
+    new("PyCell_New"),
+    new("PyMethod_New"),
+    new("PyInstanceMethod_New"),
+    new("PyDictProxy_New"),
+    // 3.13+: strong references where the older calls lend.
+    new("PyList_GetItemRef"),
+    new("PyImport_AddModuleRef"),
+    // Borrowed references.
+    borrowed("PyTuple_GetItem", Slot::TupleIndex),
+    borrowed("PyList_GetItem", Slot::ListIndex),
+    borrowed("PyDict_GetItem", Slot::DictValue),
+    borrowed("PyDict_GetItemWithError", Slot::DictValue),
+    borrowed("PyDict_GetItemString", Slot::DictValue),
+    // Stolen references.
+    steals("PyTuple_SetItem", Slot::TupleIndex),
+    steals("PyList_SetItem", Slot::ListIndex),
 ];
 
-/// The name of hooked function `index`.
+/// The name of followed function `index`.
 pub fn name(index: usize) -> &'static str {
-    NEW_REFERENCE.get(index).copied().unwrap_or("?")
+    APIS.get(index).map_or("?", |a| a.name)
 }
 
 /// The index of `name` in the table.
 pub fn index_of(name: &[u8]) -> Option<usize> {
-    NEW_REFERENCE.iter().position(|n| n.as_bytes() == name)
+    APIS.iter().position(|a| a.name.as_bytes() == name)
 }

@@ -13,28 +13,30 @@
 
 mod address_map;
 pub mod apis;
+pub mod assoc;
 pub mod ledger;
 pub mod tracked;
 mod trampolines;
 
 use crate::python::layout;
 use crate::sys;
+use apis::Effect;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tracked::{Origin, TRACKED};
 
 /// Set once following is on (a GIL build whose layout refwatch knows).
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
-const _: () = assert!(trampolines::ENTRIES >= apis::NEW_REFERENCE.len());
+const _: () = assert!(trampolines::ENTRIES >= apis::APIS.len());
 
 /// Starts following. Called at start, with the GIL held, before any GOT is
 /// patched.
 pub fn enable(gil: bool) {
-    if !gil || !tracked::init() || !ledger::init() {
+    if !gil || !tracked::init() || !ledger::init() || !assoc::init() {
         return;
     }
-    for (k, name) in apis::NEW_REFERENCE.iter().enumerate() {
-        let c_name = std::ffi::CString::new(*name).expect("API names have no NUL");
+    for (k, api) in apis::APIS.iter().enumerate() {
+        let c_name = std::ffi::CString::new(api.name).expect("API names have no NUL");
         // SAFETY: a valid C string; RTLD_DEFAULT finds the interpreter's
         // export (refwatch exports none of these names).
         let address = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c_name.as_ptr()) };
@@ -70,7 +72,7 @@ pub extern "C" fn on_return(result: usize, stack_pointer: usize) -> usize {
     let frame = shadow.frames[i];
     shadow.frames.copy_within(i + 1..depth, i);
     shadow.depth = depth - 1;
-    record(frame.entry, result, frame.return_address);
+    record(&frame, result);
     frame.return_address
 }
 
@@ -81,10 +83,27 @@ fn lost_return_address() -> ! {
     unsafe { libc::abort() }
 }
 
-/// A followed call returned `result` to `site`.
+/// A followed call returned `result` to the extension.
 #[inline]
-fn record(api: usize, result: usize, site: usize) {
-    if result == 0 {
+fn record(frame: &trampolines::Frame, result: usize) {
+    let site = frame.return_address;
+    match apis::APIS[frame.entry].effect {
+        Effect::New => record_new(frame.entry, result, site),
+        // A NULL result is an error: nothing was lent.
+        Effect::Borrowed(slot) if result != 0 => associate(result, frame, slot, false),
+        // The reference is stolen whatever the outcome (a failing call
+        // releases it); only a success leaves it in the container.
+        Effect::Steals(slot) if result == 0 => associate(frame.args[2], frame, slot, true),
+        _ => {}
+    }
+}
+
+/// Objects live above the first pages; anything below is not an object
+/// pointer, whatever a caller passed.
+const LOWEST_OBJECT: usize = 0x10000;
+
+fn record_new(api: usize, result: usize, site: usize) {
+    if result < LOWEST_OBJECT {
         return;
     }
     // SAFETY: a non-NULL result of a new-reference API is a live object the
@@ -104,6 +123,29 @@ fn record(api: usize, result: usize, site: usize) {
     // SAFETY: new-reference APIs are called with the GIL held, which is the
     // table's invariant.
     unsafe { TRACKED.update(result, |o| *o = origin) };
+}
+
+/// Remembers that `object` sits in the container of `frame`'s call.
+fn associate(object: usize, frame: &trampolines::Frame, slot: apis::Slot, stolen: bool) {
+    let container = frame.args[0];
+    if object < LOWEST_OBJECT || container < LOWEST_OBJECT {
+        return;
+    }
+    // SAFETY: the call just succeeded on this container, so it is a live
+    // object; calls that lend or steal run with the GIL held.
+    unsafe {
+        let association = assoc::Association {
+            container,
+            container_type: layout::type_of(container),
+            index: frame.args[1],
+            site: frame.return_address,
+            api: frame.entry as u32,
+            slot: assoc::Association::slot_number(slot),
+            stolen,
+            pre_header: layout::pre_header(layout::type_of(object)) as u32,
+        };
+        assoc::ASSOC.update(object, |a| *a = association);
+    }
 }
 
 /// A watched extension called `Py_IncRef`/`Py_DecRef` (or their limited-API
@@ -131,6 +173,7 @@ pub unsafe fn forget(object: usize) {
         unsafe {
             TRACKED.remove(object);
             ledger::LEDGER.remove(object);
+            assoc::ASSOC.remove(object);
         }
     }
 }
@@ -178,6 +221,9 @@ unsafe fn block_object(block: usize) -> Option<Origin> {
             if ledger::LEDGER.get(object).is_some_and(|e| e.pre_header as usize == offset) {
                 ledger::LEDGER.remove(object);
             }
+            if assoc::ASSOC.get(object).is_some_and(|a| a.pre_header as usize == offset) {
+                assoc::ASSOC.remove(object);
+            }
         }
     }
     origin
@@ -194,6 +240,7 @@ pub fn reset_after_fork() {
         unsafe {
             TRACKED.clear();
             ledger::LEDGER.clear();
+            assoc::ASSOC.clear();
         }
     }
 }

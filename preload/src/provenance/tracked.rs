@@ -12,7 +12,7 @@ pub struct Origin {
     pub site: usize,
     /// Its type when created (a reused address shows another type).
     pub type_object: usize,
-    /// Index of the C-API function in `apis::NEW_REFERENCE`.
+    /// Index of the C-API function in `apis::APIS`.
     pub api: u32,
     /// Bytes between the start of its memory block and the object.
     pub pre_header: u32,

@@ -2,8 +2,8 @@
 //! signature (variadic ones included), without touching its arguments.
 //!
 //! Entry `k` (patched into GOT slots of hooked function `k`): pushes the
-//! caller's return address, `k` and the stack pointer onto a per-thread
-//! shadow stack, replaces the return address with `refwatch_prov_return`, and
+//! caller's return address, `k`, the stack pointer and the first three
+//! argument registers onto a per-thread shadow stack, replaces the return address with `refwatch_prov_return`, and
 //! jumps to the real function. It only uses `r10` and `r11`, which carry no
 //! arguments in the SysV ABI (`rax` carries the vector-register count of a
 //! variadic call and is left alone). When the shadow stack is full it just
@@ -22,7 +22,7 @@
 
 use std::sync::atomic::AtomicUsize;
 
-/// Entries in the trampoline table: at least `apis::NEW_REFERENCE.len()`.
+/// Entries in the trampoline table: at least `apis::APIS.len()`.
 pub const ENTRIES: usize = 128;
 /// Calls a thread can have in flight through the trampolines.
 pub const DEPTH: usize = 64;
@@ -38,6 +38,10 @@ pub struct Frame {
     pub entry: usize,
     /// The stack pointer at entry (where the return address was).
     pub stack_pointer: usize,
+    /// The first three integer arguments (`rdi`, `rsi`, `rdx`): the
+    /// container and key of a borrowing call, the object a stealing call
+    /// takes.
+    pub args: [usize; 3],
 }
 
 /// The per-thread shadow stack (layout shared with the assembly below).
@@ -53,9 +57,9 @@ core::arch::global_asm!(
     ".p2align 4",
     ".hidden refwatch_shadow",
     ".type refwatch_shadow,@object",
-    ".size refwatch_shadow, 8 + 24 * {depth}",
+    ".size refwatch_shadow, 8 + 48 * {depth}",
     "refwatch_shadow:",
-    ".zero 8 + 24 * {depth}",
+    ".zero 8 + 48 * {depth}",
     ".text",
     // Entry k, one per hooked function, 128 bytes apart.
     ".irp k,0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64,65,66,67,68,69,70,71,72,73,74,75,76,77,78,79,80,81,82,83,84,85,86,87,88,89,90,91,92,93,94,95,96,97,98,99,100,101,102,103,104,105,106,107,108,109,110,111,112,113,114,115,116,117,118,119,120,121,122,123,124,125,126,127",
@@ -68,11 +72,15 @@ core::arch::global_asm!(
     "cmp r10, {depth}",
     "jae 2f",
     "lea r10, [r10 + r10 * 2]",
-    "lea r10, [r11 + r10 * 8 + 8]",
+    "shl r10, 4",
+    "lea r10, [r11 + r10 + 8]",
     "push qword ptr [rsp]",
     "pop qword ptr [r10]",
     "mov qword ptr [r10 + 8], \\k",
     "mov qword ptr [r10 + 16], rsp",
+    "mov qword ptr [r10 + 24], rdi",
+    "mov qword ptr [r10 + 32], rsi",
+    "mov qword ptr [r10 + 40], rdx",
     "inc qword ptr [r11]",
     "lea r10, [rip + refwatch_prov_return]",
     "mov qword ptr [rsp], r10",

@@ -73,6 +73,8 @@ api! {
     list_new: c"PyList_New" => fn(isize) -> *mut PyObject,
     list_set_item: c"PyList_SetItem" => fn(*mut PyObject, isize, *mut PyObject) -> c_int,
     dict_del_item_string: c"PyDict_DelItemString" => fn(*mut PyObject, *const c_char) -> c_int,
+    dict_next: c"PyDict_Next" =>
+        fn(*mut PyObject, *mut isize, *mut *mut PyObject, *mut *mut PyObject) -> c_int,
     incref: c"Py_IncRef" => fn(*mut PyObject),
     decref: c"Py_DecRef" => fn(*mut PyObject),
 }

@@ -74,3 +74,49 @@ pub unsafe fn type_name(type_object: usize) -> String {
     // "module.Type" for extension types: the short name reads better.
     full.rsplit('.').next().unwrap_or(&full).to_string()
 }
+
+/// `ob_size` of a variable-size object (tuple, list).
+///
+/// # Safety
+/// `object` is a live variable-size object.
+pub unsafe fn size(object: usize) -> usize {
+    // SAFETY: ob_size follows the object header in every PyVarObject.
+    unsafe { ((object + EXTRA.load(Ordering::Relaxed) + 16) as *const usize).read() }
+}
+
+/// Item `index` of a tuple (`ob_item` is inline after the header, and
+/// after the cached hash 3.14 added).
+///
+/// # Safety
+/// `tuple` is a live tuple and `index < size(tuple)`.
+pub unsafe fn tuple_item(tuple: usize, index: usize) -> usize {
+    let hash = if MINOR.load(Ordering::Relaxed) >= 14 { 8 } else { 0 };
+    // SAFETY: caller's contract.
+    unsafe { ((tuple + EXTRA.load(Ordering::Relaxed) + 24 + hash + 8 * index) as *const usize).read() }
+}
+
+/// Item `index` of a list (`ob_item` points to the items).
+///
+/// # Safety
+/// `list` is a live list and `index < size(list)`.
+pub unsafe fn list_item(list: usize, index: usize) -> usize {
+    // SAFETY: caller's contract; ob_item follows ob_size.
+    unsafe {
+        let items = ((list + EXTRA.load(Ordering::Relaxed) + 24) as *const *const usize).read();
+        items.add(index).read()
+    }
+}
+
+/// Makes an object immortal in every version's eyes: bit 31 set (3.12+
+/// check the low 32 bits as a signed number) and far from zero, positive as
+/// a 64-bit count (debug builds check for negative counts).
+pub const PINNED: u64 = (1 << 62) | 0xC000_0000;
+
+/// Pins `object`'s refcount at `PINNED`.
+///
+/// # Safety
+/// `object` is a live object and the caller holds the GIL.
+pub unsafe fn pin(object: usize) {
+    // SAFETY: caller's contract.
+    unsafe { ((object + EXTRA.load(Ordering::Relaxed)) as *mut u64).write(PINNED) }
+}

@@ -1,0 +1,155 @@
+//! Over-releases: a watched extension's own release frees (or, on a debug
+//! build, drives below zero) an object it did not own.
+//!
+//! Certain evidence only. When the extension's `Py_DECREF` frees an object
+//! (`_Py_Dealloc` called from its line; a limited-API `Py_DECREF` of the
+//! last reference) that it got borrowed from a container (`PyList_GetItem`,
+//! `PyTuple_GetItem`, `PyDict_GetItem*`) or gave away to one
+//! (`PyTuple_SetItem`, `PyList_SetItem`), and that container is alive and
+//! still points at it, the container's own reference was the one released:
+//! an extension that took a reference of its own (an inline `Py_INCREF` no
+//! hook sees) would not free it. A debug build's `_Py_NegativeRefcount`
+//! is certain by itself.
+//!
+//! Reported at once by the thread that sees it (one `write(2)`, before the
+//! crash that often follows), not at exit.
+
+use super::memory::Readable;
+use crate::lifecycle;
+use crate::provenance::apis::{self, Slot};
+use crate::provenance::assoc::{Association, ASSOC};
+use crate::python::{api, layout};
+use crate::report;
+use crate::sys;
+use refwatch_model::event::{Finding, FindingKind, Precision};
+use refwatch_model::{Event, OnOverrelease};
+
+/// What the hook does with the release it was about to forward.
+pub enum Verdict {
+    /// Let the interpreter free the object.
+    Proceed,
+    /// The object was pinned (quarantine): do not free it.
+    Keep,
+}
+
+/// The extension's release at `site` is about to free `object`.
+///
+/// # Safety
+/// The caller holds the GIL and `object` is the live object being released.
+pub unsafe fn before_free(object: usize, site: usize) -> Verdict {
+    // SAFETY: GIL held (caller's contract).
+    let Some(association) = (unsafe { ASSOC.get(object) }) else { return Verdict::Proceed };
+    // SAFETY: as above.
+    if !unsafe { still_holds(&association, object) } {
+        return Verdict::Proceed;
+    }
+    // SAFETY: `object` is alive until the release goes on.
+    let type_name = unsafe { layout::type_name(layout::type_of(object)) };
+    // SAFETY: the container is alive (checked by still_holds).
+    let container_type = unsafe { layout::type_name(association.container_type) };
+    let origin = report::place_of(association.site);
+    let how = if association.stolen { "was given to" } else { "was borrowed from" };
+    let slot = match association.slot() {
+        Slot::TupleIndex | Slot::ListIndex => format!("[{}]", association.index),
+        Slot::DictValue => " (as a value)".to_string(),
+    };
+    let evidence = format!(
+        "the {type_name} released here {how} a {container_type} by {} at {}, and that {container_type}{slot} \
+         still points at it: this release freed an object the extension did not own",
+        apis::name(association.api as usize),
+        refwatch_model::text::location(origin.file.as_deref(), origin.line),
+    );
+    report_at(site, evidence);
+    match lifecycle::settings().map(|s| s.on_overrelease) {
+        Some(OnOverrelease::Quarantine) => {
+            // SAFETY: the object is alive (its refcount just reached zero and
+            // it has not been freed); pinning keeps it so.
+            unsafe { layout::pin(object) };
+            Verdict::Keep
+        }
+        Some(OnOverrelease::Abort) => abort(),
+        _ => Verdict::Proceed,
+    }
+}
+
+/// A debug build caught a refcount below zero at `site` (the interpreter
+/// aborts right after).
+pub fn negative_refcount(object: usize, site: usize) {
+    let evidence = format!(
+        "a release here drove an object's refcount below zero (object at {object:#x}): it was released more \
+         times than it was owned"
+    );
+    report_at(site, evidence);
+}
+
+fn report_at(site: usize, evidence: String) {
+    let place = report::place_of(site);
+    let finding = Finding {
+        id: 0,
+        kind: FindingKind::Overrelease,
+        module: place.module.clone(),
+        file: place.file.clone(),
+        line: place.line,
+        precision: Precision::Exact,
+        candidates: Vec::new(),
+        function: place.function.clone(),
+        count: 1,
+        evidence,
+        py_file: None,
+        py_line: None,
+    };
+    // Streamed once, when first seen; the summary has the final count.
+    let (finding, new) = super::establish_counted(finding);
+    if new {
+        report::emit(&Event::Finding { pid: sys::getpid(), finding });
+    }
+}
+
+fn abort() -> ! {
+    let _ =
+        sys::write_all(2, b"refwatch: REFWATCH_ON_OVERRELEASE=abort: stopping at the first over-release\n");
+    // SAFETY: abort has no preconditions.
+    unsafe { libc::abort() }
+}
+
+/// Whether the container the association names is a live object of the
+/// same type that still points at `object` where it did.
+///
+/// # Safety
+/// The caller holds the GIL.
+unsafe fn still_holds(a: &Association, object: usize) -> bool {
+    let c = a.container;
+    if !Readable::now().contains(c, 64) {
+        return false;
+    }
+    // SAFETY: the header is readable (checked above); a freed or reused
+    // container shows another type or an impossible refcount.
+    let (type_object, refcount) = unsafe { (layout::type_of(c), layout::refcount(c)) };
+    if type_object != a.container_type || !(1..layout::IMMORTAL).contains(&refcount) {
+        return false;
+    }
+    match a.slot() {
+        // SAFETY: a live tuple/list of at least index + 1 items.
+        Slot::TupleIndex => unsafe { a.index < layout::size(c) && layout::tuple_item(c, a.index) == object },
+        // SAFETY: as above.
+        Slot::ListIndex => unsafe { a.index < layout::size(c) && layout::list_item(c, a.index) == object },
+        // SAFETY: a live dict; the GIL is held.
+        Slot::DictValue => unsafe { dict_has_value(c, object) },
+    }
+}
+
+/// # Safety
+/// `dict` is a live dict and the caller holds the GIL.
+unsafe fn dict_has_value(dict: usize, object: usize) -> bool {
+    let Some(api) = api::api() else { return false };
+    let mut position: isize = 0;
+    let (mut key, mut value) = (std::ptr::null_mut(), std::ptr::null_mut());
+    // SAFETY: PyDict_Next on a live dict with the GIL held; it hands out
+    // borrowed pointers, only compared here.
+    while unsafe { (api.dict_next)(dict as *mut _, &mut position, &mut key, &mut value) } != 0 {
+        if value as usize == object {
+            return true;
+        }
+    }
+    false
+}

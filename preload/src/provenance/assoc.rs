@@ -1,0 +1,55 @@
+//! Where a reference the extension did not own came from: the container a
+//! borrowing call lent it from, or the container a stealing call gave it to.
+//! If the extension's own release later frees the object while that
+//! container still points at it, the release was not the extension's to
+//! make. GIL-serialized, like every `AddressMap`.
+
+use super::address_map::AddressMap;
+use super::apis::Slot;
+
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct Association {
+    pub container: usize,
+    /// The container's type then (a reused address shows another).
+    pub container_type: usize,
+    /// Index in a tuple or list (unused for a dict).
+    pub index: usize,
+    /// Return address of the borrowing or stealing call.
+    pub site: usize,
+    /// Index of that call in `apis::APIS`.
+    pub api: u32,
+    /// `Slot` as a number (0 tuple, 1 list, 2 dict).
+    pub slot: u8,
+    /// Given away (stolen) rather than borrowed.
+    pub stolen: bool,
+    /// The object's pre-header, as for `tracked::Origin`.
+    pub pre_header: u32,
+}
+
+impl Association {
+    pub fn slot(&self) -> Slot {
+        match self.slot {
+            0 => Slot::TupleIndex,
+            1 => Slot::ListIndex,
+            _ => Slot::DictValue,
+        }
+    }
+
+    pub fn slot_number(slot: Slot) -> u8 {
+        match slot {
+            Slot::TupleIndex => 0,
+            Slot::ListIndex => 1,
+            Slot::DictValue => 2,
+        }
+    }
+}
+
+/// 2^19 slots of 48 bytes (24 MiB of address space, backed as used).
+const CAPACITY: usize = 1 << 19;
+
+pub static ASSOC: AddressMap<Association> = AddressMap::new();
+
+pub fn init() -> bool {
+    ASSOC.init(CAPACITY)
+}

@@ -1,0 +1,146 @@
+//! Over-release findings: a borrowed or stolen reference released by the
+//! extension, named at the releasing line when the release frees the object
+//! while its container still points at it; a debug build's negative
+//! refcount named at its line; correct look-alikes silent; quarantine keeps
+//! the program running.
+
+mod common;
+
+use common::fixture::{self, marker_line, Built};
+use common::matrix::Python;
+use common::on_every_python;
+use common::run::{run, Agent, Run};
+use refwatch_model::event::{FindingKind, Precision};
+use refwatch_model::{Event, Finding};
+
+fn fixture_for(py: &Python) -> Built {
+    fixture::build(py, "overrelease.c", "overrelease", &[])
+}
+
+/// Runs `call` three times, keeping what it touched, then leaves with
+/// `os._exit` (the containers point at freed objects: finalizing them
+/// could crash, which is the bug, not the test).
+fn driver(call: &str) -> String {
+    format!(
+        "import overrelease as m, os, sys\nkeep = []\ndef k(c):\n    keep.append(c)\n    return c\n\
+         for i in range(3):\n    {call}\n\
+         print('done'); sys.stdout.flush()\nos._exit(0)\n"
+    )
+}
+
+fn findings_of(r: &Run) -> Result<(Vec<Finding>, usize), String> {
+    let streamed = r.events.iter().filter(|e| matches!(e, Event::Finding { .. })).count();
+    match r.summary(None) {
+        Some(Event::Summary { findings, .. }) => Ok((findings.clone(), streamed)),
+        _ => Err(format!("no summary: {}", r.describe())),
+    }
+}
+
+/// Each call passes a container the driver keeps (`k(...)` appends it to
+/// `keep` and returns it), so it is never freed with a dangling item.
+const BAD: &[(&str, &str)] = &[
+    ("m.drop_list_item(k([[i]]))", "over-list"),
+    ("m.drop_tuple_item(k(([i],)))", "over-tuple"),
+    ("m.drop_dict_value(k({'key': [i]}))", "over-dict"),
+    ("k(m.give_then_drop())", "over-stolen"),
+    ("m.give_to_list_then_drop(k([None]))", "over-stolen-list"),
+];
+
+#[test]
+fn a_release_that_frees_what_a_container_still_holds_is_named_at_its_line() {
+    on_every_python("over-release", |py| {
+        let built = fixture_for(py);
+        for (call, marker) in BAD {
+            let r = run(py, &[&built], &driver(call), Agent::Json(&[]));
+            ensure!(r.stdout == "done\n", "{call}: {}", r.describe());
+            let (findings, streamed) = findings_of(&r)?;
+            ensure!(findings.len() == 1 && streamed == 1, "{call}: {findings:#?}");
+            let f = &findings[0];
+            let line = marker_line("overrelease.c", marker);
+            ensure!(
+                f.kind == FindingKind::Overrelease
+                    && f.precision == Precision::Exact
+                    && f.line == Some(line)
+                    && f.file.as_deref().is_some_and(|p| p.ends_with("/overrelease.c"))
+                    && f.count == 3
+                    && f.evidence.contains("still points at it"),
+                "{call}: expected overrelease.c:{line}: {f:#?}"
+            );
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn correct_look_alikes_give_nothing() {
+    on_every_python("look-alikes", |py| {
+        let built = fixture_for(py);
+        let calls = "m.use_list_item(k([[i]])); m.take_and_remove(k([[i]])); k(m.give_after_own_ref())";
+        let r = run(py, &[&built], &driver(calls), Agent::Json(&[]));
+        ensure!(r.stdout == "done\n", "{}", r.describe());
+        let (findings, _) = findings_of(&r)?;
+        ensure!(findings.is_empty(), "{findings:#?}");
+        Ok(())
+    });
+}
+
+#[test]
+fn quarantine_keeps_freed_objects_alive_so_the_program_runs_to_a_clean_end() {
+    on_every_python("quarantine", |py| {
+        let built = fixture_for(py);
+        let calls: Vec<&str> = BAD.iter().map(|(c, _)| *c).collect();
+        // Touches every container afterwards and finalizes normally.
+        let code = format!(
+            "import overrelease as m\nkeep = []\ndef k(c):\n    keep.append(c)\n    return c\n\
+             for i in range(3):\n    {}\n\
+             print(len(repr(keep)) > 0)\n",
+            calls.join("; ")
+        );
+        let r = run(py, &[&built], &code, Agent::Json(&[("REFWATCH_ON_OVERRELEASE", "quarantine")]));
+        ensure!(r.status.success() && r.stdout == "True\n", "quarantine: {}", r.describe());
+        let (findings, _) = findings_of(&r)?;
+        ensure!(findings.len() == BAD.len(), "all found in one run: {findings:#?}");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_debug_build_names_the_release_that_drives_a_refcount_below_zero() {
+    on_every_python("negative refcount", |py| {
+        if !py.is_debug() {
+            return Ok(()); // a release build has no negative-refcount check
+        }
+        let built = fixture_for(py);
+        let code = "import overrelease as m\nm.drop_twice(1)\n";
+        let bare = run(py, &[&built], code, Agent::Off);
+        if std::os::unix::process::ExitStatusExt::signal(&bare.status) != Some(libc::SIGABRT) {
+            // This build's Py_DECREF did not see the count go below zero
+            // (3.15's int free list keeps a freed int's count): nothing to name.
+            common::matrix::loud(&format!(
+                "SKIP negative refcount on {}: the interpreter does not detect it",
+                py.label
+            ));
+            return Ok(());
+        }
+        let r = run(py, &[&built], code, Agent::Json(&[]));
+        ensure!(!r.status.success(), "the interpreter's fatal error must still happen: {}", r.describe());
+        let streamed: Vec<&Finding> = r
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Finding { finding, .. } => Some(finding),
+                _ => None,
+            })
+            .collect();
+        let line = marker_line("overrelease.c", "over-twice");
+        ensure!(
+            streamed.len() == 1
+                && streamed[0].kind == FindingKind::Overrelease
+                && streamed[0].line == Some(line)
+                && streamed[0].evidence.contains("below zero"),
+            "expected a finding at overrelease.c:{line} before the abort: {streamed:#?}\n{}",
+            r.describe()
+        );
+        Ok(())
+    });
+}
