@@ -56,6 +56,7 @@ fn each_invalid_setting_gets_one_line_and_the_program_runs_unwatched() {
         ("REFWATCH_FORMAT", "yaml"),
         ("REFWATCH_MODULES", ","),
         ("REFWATCH_CENSUS", "-3"),
+        ("REFWATCH_ON_OVERRELEASE", "ignore"),
     ];
     on_every_python("settings", |py| {
         let built = fixture::build(py, "counts.c", "counts", &[]);
