@@ -144,3 +144,35 @@ fn a_debug_build_names_the_release_that_drives_a_refcount_below_zero() {
         Ok(())
     });
 }
+
+#[test]
+fn the_crash_handler_names_the_release_behind_a_fault_on_the_freed_object() {
+    on_every_python("crash", |py| {
+        let built = fixture_for(py);
+        // The debug allocator poisons freed memory, so using the freed text
+        // faults at once, on every build.
+        let code = "import overrelease as m, sys\n\
+                    c = ['x' * 40 + str(len(sys.argv))]\n\
+                    print(hex(id(c[0]))); sys.stdout.flush()\n\
+                    m.drop_and_use(c)\n\
+                    print('not reached')";
+        let r = run(py, &[&built], code, Agent::Json(&[("PYTHONMALLOC", "debug")]));
+        let signal = std::os::unix::process::ExitStatusExt::signal(&r.status);
+        ensure!(
+            signal == Some(libc::SIGSEGV) || signal == Some(libc::SIGBUS),
+            "expected a fault: {}",
+            r.describe()
+        );
+        let address = r.stdout.lines().next().unwrap_or_default().to_string();
+        let line = marker_line("overrelease.c", "over-use");
+        let note = r.stderr.lines().find(|l| l.starts_with("refwatch: this crash touches"));
+        ensure!(
+            note.is_some_and(
+                |n| n.contains(&format!("str at {address} ")) && n.contains(&format!("overrelease.c:{line}"))
+            ),
+            "the crash note must name the str at {address} released at overrelease.c:{line}: {}",
+            r.describe()
+        );
+        Ok(())
+    });
+}

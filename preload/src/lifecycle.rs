@@ -68,6 +68,7 @@ fn start(settings: &'static Settings) {
     // SAFETY: the three handlers are `extern "C" fn()` that stay valid for
     // the life of the process (this library is never unloaded).
     unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+    findings::crash::install();
     ACTIVE.store(true, Ordering::Release);
     report::emit_start();
     // Usually possible right away: Python holds the GIL while it imports an

@@ -99,12 +99,15 @@ fn acquire() -> *const Table {
         }
     }
     CURRENT.with(|c| c.set(table));
+    // Once per thread: a stack for the crash handler.
+    crate::findings::crash::give_thread_an_alternate_stack();
     table
 }
 
 /// pthread key destructor: the exiting thread gives its table back.
 extern "C" fn on_thread_exit(value: *mut libc::c_void) {
     CURRENT.with(|c| c.set(std::ptr::null()));
+    crate::findings::crash::drop_thread_alternate_stack();
     if let Some(i) = index_of(value as *const Table) {
         STATE[i].store(FREE, Ordering::Release);
     }

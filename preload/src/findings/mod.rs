@@ -2,6 +2,7 @@
 //! gets an id when first established and is written at once (a `finding`
 //! event); the summary repeats every finding with its final count.
 
+pub mod crash;
 pub mod leaks;
 mod memory;
 pub mod overrelease;

@@ -59,7 +59,17 @@ pub unsafe fn before_free(object: usize, site: usize) -> Verdict {
         apis::name(association.api as usize),
         refwatch_model::text::location(origin.file.as_deref(), origin.line),
     );
-    report_at(site, evidence);
+    let finding = report_at(site, evidence);
+    // SAFETY: the object is alive until the release goes on; its type too.
+    let end = object + unsafe { layout::allocated_size(object) };
+    let crash_note = format!(
+        "refwatch: this crash touches the {type_name} at {object:#x} that {} in {} released without owning it (finding {}): {}\n",
+        refwatch_model::text::location(finding.file.as_deref(), finding.line),
+        finding.function.as_deref().unwrap_or("?"),
+        finding.id,
+        finding.evidence
+    );
+    super::crash::remember(object, end, &crash_note);
     match lifecycle::settings().map(|s| s.on_overrelease) {
         Some(OnOverrelease::Quarantine) => {
             // SAFETY: the object is alive (its refcount just reached zero and
@@ -82,7 +92,7 @@ pub fn negative_refcount(object: usize, site: usize) {
     report_at(site, evidence);
 }
 
-fn report_at(site: usize, evidence: String) {
+fn report_at(site: usize, evidence: String) -> Finding {
     let place = report::place_of(site);
     let finding = Finding {
         id: 0,
@@ -101,8 +111,9 @@ fn report_at(site: usize, evidence: String) {
     // Streamed once, when first seen; the summary has the final count.
     let (finding, new) = super::establish_counted(finding);
     if new {
-        report::emit(&Event::Finding { pid: sys::getpid(), finding });
+        report::emit(&Event::Finding { pid: sys::getpid(), finding: finding.clone() });
     }
+    finding
 }
 
 fn abort() -> ! {

@@ -120,3 +120,18 @@ pub unsafe fn pin(object: usize) {
     // SAFETY: caller's contract.
     unsafe { ((object + EXTRA.load(Ordering::Relaxed)) as *mut u64).write(PINNED) }
 }
+
+/// The bytes an object occupies: `tp_basicsize`, plus `tp_itemsize` per
+/// item for variable-size objects.
+///
+/// # Safety
+/// `object` is a live object.
+pub unsafe fn allocated_size(object: usize) -> usize {
+    // SAFETY: caller's contract; tp_basicsize and tp_itemsize follow tp_name.
+    unsafe {
+        let type_object = type_of(object) + EXTRA.load(Ordering::Relaxed) + 16 + 8;
+        let basic = ((type_object + 8) as *const usize).read();
+        let item = ((type_object + 16) as *const usize).read();
+        basic + if item != 0 { item * size(object) } else { 0 }
+    }
+}
