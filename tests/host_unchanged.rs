@@ -253,3 +253,32 @@ fn totals_follow_the_build() {
         Ok(())
     });
 }
+
+/// refwatch's crash handler must leave every signal's outcome as it was:
+/// a fault, an abort, and a SIGSEGV sent by kill all still end the process.
+#[test]
+fn signals_end_the_process_as_they_would_without_refwatch() {
+    on_every_python("signals", |py| {
+        let built = fixture::build(py, "counts.c", "counts", &[]);
+        for (what, code) in [
+            (
+                "kill SIGSEGV",
+                "import counts, os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\nprint('survived')",
+            ),
+            ("abort", "import counts, os\nos.abort()\nprint('survived')"),
+            ("fault", "import counts, ctypes\nctypes.string_at(0)\nprint('survived')"),
+        ] {
+            let bare = run(py, &[&built], code, Agent::Off);
+            let watched = run(py, &[&built], code, Agent::Json(&[]));
+            ensure!(
+                std::os::unix::process::ExitStatusExt::signal(&bare.status).is_some()
+                    && bare.status == watched.status
+                    && watched.stdout == bare.stdout,
+                "{what}: bare {:?}, watched {}",
+                bare.status,
+                watched.describe()
+            );
+        }
+        Ok(())
+    });
+}

@@ -169,6 +169,11 @@ fn chain(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_
         let handler = previous.sa_sigaction;
         if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
             libc::sigaction(signal, previous, std::ptr::null_mut());
+            // A fault re-runs when the handler returns; a signal sent with
+            // kill or raise (si_code <= 0) must be sent again to take effect.
+            if handler == libc::SIG_DFL && (info.is_null() || (*info).si_code <= 0) {
+                libc::raise(signal);
+            }
         } else if previous.sa_flags & libc::SA_SIGINFO != 0 {
             let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
                 std::mem::transmute(handler);
