@@ -5,6 +5,7 @@
 
 pub mod registry;
 pub mod table;
+mod tls;
 
 pub use table::Kind;
 

@@ -7,7 +7,7 @@
 //! to one stays valid for the life of the process.
 
 use super::table::Table;
-use std::cell::Cell;
+use super::tls;
 use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
@@ -25,11 +25,6 @@ static HIGH: AtomicUsize = AtomicUsize::new(0);
 static OVERFLOW: Table = Table::new();
 static EXIT_KEY: OnceLock<libc::pthread_key_t> = OnceLock::new();
 
-thread_local! {
-    // Const-initialized and without `Drop`: no lazy-init check on access and
-    // usable even while the thread's other TLS destructors run.
-    static CURRENT: Cell<*const Table> = const { Cell::new(std::ptr::null()) };
-}
 
 /// Maps the pool. Called once, before any hook can run.
 pub fn init() -> bool {
@@ -68,7 +63,7 @@ pub fn init() -> bool {
 /// The calling thread's table (the hot path's first step).
 #[inline(always)]
 pub fn current() -> *const Table {
-    let table = CURRENT.with(|c| c.get());
+    let table = tls::get();
     if !table.is_null() {
         return table;
     }
@@ -98,7 +93,7 @@ fn acquire() -> *const Table {
             }
         }
     }
-    CURRENT.with(|c| c.set(table));
+    tls::set(table);
     // Once per thread: a stack for the crash handler.
     crate::findings::crash::give_thread_an_alternate_stack();
     table
@@ -106,7 +101,7 @@ fn acquire() -> *const Table {
 
 /// pthread key destructor: the exiting thread gives its table back.
 extern "C" fn on_thread_exit(value: *mut libc::c_void) {
-    CURRENT.with(|c| c.set(std::ptr::null()));
+    tls::set(std::ptr::null());
     crate::findings::crash::drop_thread_alternate_stack();
     if let Some(i) = index_of(value as *const Table) {
         STATE[i].store(FREE, Ordering::Release);
@@ -134,7 +129,7 @@ pub fn for_each_table(mut f: impl FnMut(&Table)) {
 /// In a child just after `fork`: the other threads are gone, so every table
 /// but the caller's is free again, and all counts start from zero.
 pub fn reset_after_fork() {
-    let mine = CURRENT.with(|c| c.get());
+    let mine = tls::get();
     for_each_table(|t| t.clear());
     for (i, state) in STATE.iter().enumerate() {
         let owned = index_of(mine) == Some(i);

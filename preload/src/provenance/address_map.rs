@@ -154,6 +154,23 @@ impl<V: Copy + Default> AddressMap<V> {
         true
     }
 
+    /// Removes `key` when its value `matches` (one lookup when the key is
+    /// absent, the common case).
+    ///
+    /// # Safety
+    /// The caller holds the GIL.
+    #[inline]
+    pub unsafe fn remove_if(&self, key: usize, matches: impl FnOnce(&V) -> bool) -> Option<V> {
+        // SAFETY: forwarded.
+        let t = unsafe { self.table() }?;
+        let i = t.find(key)?;
+        if !matches(&t.slot(i).value) {
+            return None;
+        }
+        // SAFETY: forwarded.
+        unsafe { self.remove(key) }
+    }
+
     /// Removes `key`, returning its value. One probe when it is absent, the
     /// common case.
     ///

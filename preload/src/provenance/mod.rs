@@ -213,17 +213,14 @@ unsafe fn block_object(block: usize) -> Option<Origin> {
     let mut origin = None;
     for offset in PRE_HEADERS {
         let object = block + offset;
-        // SAFETY: forwarded (both maps are GIL-serialized).
+        let here = offset as u32;
+        // SAFETY: forwarded (the maps are GIL-serialized).
         unsafe {
-            if TRACKED.get(object).is_some_and(|o| o.pre_header as usize == offset) {
-                origin = TRACKED.remove(object);
+            if let Some(o) = TRACKED.remove_if(object, |o| o.pre_header == here) {
+                origin = Some(o);
             }
-            if ledger::LEDGER.get(object).is_some_and(|e| e.pre_header as usize == offset) {
-                ledger::LEDGER.remove(object);
-            }
-            if assoc::ASSOC.get(object).is_some_and(|a| a.pre_header as usize == offset) {
-                assoc::ASSOC.remove(object);
-            }
+            ledger::LEDGER.remove_if(object, |e| e.pre_header == here);
+            assoc::ASSOC.remove_if(object, |a| a.pre_header == here);
         }
     }
     origin
