@@ -25,7 +25,6 @@ static HIGH: AtomicUsize = AtomicUsize::new(0);
 static OVERFLOW: Table = Table::new();
 static EXIT_KEY: OnceLock<libc::pthread_key_t> = OnceLock::new();
 
-
 /// Maps the pool. Called once, before any hook can run.
 pub fn init() -> bool {
     OVERFLOW.set_shared();

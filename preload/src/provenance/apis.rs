@@ -58,6 +58,8 @@ pub static APIS: &[Api] = &[
     new("PyLong_FromSsize_t"),
     new("PyLong_FromSize_t"),
     new("PyLong_FromDouble"),
+    new("PyLong_FromVoidPtr"),
+    new("PyLong_FromUnicodeObject"),
     new("PyLong_FromString"),
     new("PyFloat_FromDouble"),
     new("PyFloat_FromString"),
