@@ -216,3 +216,35 @@ fn sampling_still_finds_a_growing_leak_with_an_estimated_count() {
         Ok(())
     });
 }
+
+#[test]
+fn a_growing_leak_is_streamed_during_the_run_before_any_exit() {
+    on_every_python("periodic", |py| {
+        let built = leaks_fixture(py);
+        // Leaks for a while (sleeping, so the main thread takes the GIL back
+        // and runs refwatch's pending checks on every interpreter), then dies
+        // of SIGKILL: no exit handler runs, so only a finding streamed during
+        // the run can be there.
+        let code = "import leaks, os, signal, time\n\
+                    end = time.time() + 1.5\n\
+                    i = 0\n\
+                    while time.time() < end:\n\
+                    \x20   leaks.pair_sum(i, 1); i += 1; time.sleep(0.002)\n\
+                    os.kill(os.getpid(), signal.SIGKILL)\n";
+        let agent = [("REFWATCH_INTERVAL", "0.1"), ("REFWATCH_CENSUS", "0.3")];
+        let r = run(py, &[&built], code, Agent::Json(&agent));
+        ensure!(r.summary(None).is_none(), "SIGKILL leaves no summary: {}", r.describe());
+        let streamed: Vec<&Finding> = r
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Finding { finding, .. } => Some(finding),
+                _ => None,
+            })
+            .collect();
+        let want = exact_leaks(&["leak-buildvalue"]);
+        let got = finding_set(&streamed.iter().map(|f| (*f).clone()).collect::<Vec<_>>());
+        ensure!(got == want, "streamed during the run: {streamed:#?}");
+        Ok(())
+    });
+}

@@ -132,6 +132,33 @@ pub fn on_process_exit() {
     write_summary(totals);
 }
 
+/// A source line: file and line number.
+type Line = (Option<String>, Option<u32>);
+
+/// Leak sizes per line at the previous periodic check.
+static PREVIOUS_CHECK: Mutex<Vec<(Line, u64)>> = Mutex::new(Vec::new());
+
+/// A periodic leak check (GIL held, at the census interval): a line whose
+/// unheld references grew since the previous check, and are at least the
+/// rule's minimum, is established now and streamed, without waiting for the
+/// exit.
+pub fn periodic_check() {
+    let Some((leaks, _)) = findings::leaks::check() else { return };
+    let mut previous = PREVIOUS_CHECK.lock().unwrap_or_else(|e| e.into_inner());
+    let now: Vec<(Line, u64)> = leaks.iter().map(|f| ((f.file.clone(), f.line), f.count)).collect();
+    for leak in leaks {
+        let key = (leak.file.clone(), leak.line);
+        let grew = previous.iter().any(|(k, count)| *k == key && leak.count > *count);
+        if grew {
+            let (finding, new) = findings::establish(leak);
+            if new {
+                report::emit(&Event::Finding { pid: sys::getpid(), finding });
+            }
+        }
+    }
+    *previous = now;
+}
+
 /// The final check and the summary. With the GIL (Python's at-exit
 /// callback, `os._exit`), leaks are checked first and each new one written
 /// as a finding; without it, the summary repeats what was found before.
@@ -200,6 +227,7 @@ extern "C" fn fork_child() {
     count::registry::reset_after_fork();
     provenance::reset_after_fork();
     findings::reset_after_fork();
+    PREVIOUS_CHECK.lock().unwrap_or_else(|e| e.into_inner()).clear();
     runtime::forget_totals();
     SEQ.store(0, Ordering::Relaxed);
     SUMMARY_WRITTEN.store(false, Ordering::Release);

@@ -37,26 +37,35 @@ def _rw_visits(objs):
     # How many references reachable holders (objects the gc tracks, and
     # everything reachable from them or from objs, tracked or not) make to
     # each object of objs. refwatch's own frame and list do not count.
+    # Untracked objects met are kept in `seen` (by id, with the object, so
+    # an id cannot be reused meanwhile); the walk gives up (and refwatch
+    # claims nothing) if it does not converge.
     index = {id(o): i for i, o in enumerate(objs)}
     visits = [0] * len(objs)
-    me = _sys._getframe()
+    # This frame, by id only: a local holding the frame object would make a
+    # cycle that keeps `seen` (everything walked) alive until a collection.
+    me = id(_sys._getframe())
     todo = _gc.get_objects()
-    seen = set()
+    seen = {}
     for o in objs:
         if not _gc.is_tracked(o):
-            seen.add(id(o))
+            seen[id(o)] = o
             todo.append(o)
+    budget = 10 * (len(todo) + 10000)
     referents, tracked = _gc.get_referents, _gc.is_tracked
     while todo:
+        budget -= 1
+        if budget < 0:
+            raise RuntimeError('refwatch: the heap walk did not converge')
         o = todo.pop()
-        if o is objs or o is me or o is todo:
+        if o is objs or o is todo or o is seen or id(o) == me:
             continue
         for r in referents(o):
             i = index.get(id(r))
             if i is not None and r is objs[i]:
                 visits[i] += 1
             if not tracked(r) and id(r) not in seen:
-                seen.add(id(r))
+                seen[id(r)] = r
                 todo.append(r)
     return ','.join(map(str, visits))
 
@@ -243,7 +252,8 @@ pub fn start_reporter_later() {
 /// From refwatch's thread: asks the main thread for fresh totals at its next
 /// safe point (unless such a request is still pending), and returns the
 /// latest totals it handed over, which may be an interval old, or older if
-/// the main thread is busy outside bytecode. Never waits.
+/// the main thread is busy outside bytecode. Never waits. `census`: also
+/// the costly checks (a gc census on release builds, the leak check).
 pub fn request_totals(census: bool) -> Option<Totals> {
     let closing = CLOSING.lock().unwrap_or_else(|e| e.into_inner());
     let already = PENDING.swap(true, Ordering::AcqRel);
@@ -276,7 +286,11 @@ unsafe extern "C" fn pending(arg: *mut c_void) -> c_int {
     }
     PENDING.store(false, Ordering::Release);
     if register_if_possible() {
-        totals_now(arg as usize == PENDING_CENSUS);
+        let deep = arg as usize == PENDING_CENSUS;
+        totals_now(deep && lifecycle::census_applies());
+        if deep {
+            lifecycle::periodic_check();
+        }
     }
     0
 }
