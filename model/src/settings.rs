@@ -94,8 +94,8 @@ pub struct Settings {
     pub output: Output,
     pub format: Format,
     pub modules: ModuleFilter,
-    /// Period of the (costly) object census on release builds; zero means
-    /// only at exit.
+    /// Period of the costly checks (the leak check; the object census on
+    /// release builds); zero means only at exit.
     pub census: Duration,
     pub on_overrelease: OnOverrelease,
 }
@@ -213,8 +213,8 @@ pub const SETTINGS: &[Setting] = &[
         env: "REFWATCH_CENSUS",
         flag: "census",
         value_name: "SECONDS",
-        accepted: "a number of seconds >= 0, e.g. 60 (0: census only at exit)",
-        help: "Seconds between object censuses on release builds (default 60; 0: only at exit)",
+        accepted: "a number of seconds >= 0, e.g. 60 (0: leak check and census only at exit)",
+        help: "Seconds between leak checks and (release builds) object censuses (default 60; 0: only at exit)",
         apply: |s, v| put(&mut s.census, seconds(v)),
         show: |s| fmt_seconds(s.census),
     },
