@@ -10,7 +10,7 @@ use common::matrix::Python;
 use common::on_every_python;
 use common::run::{run, scratch, Agent};
 use refwatch_model::event::{FindingKind, Precision};
-use refwatch_model::{Event, Finding};
+use refwatch_model::Finding;
 use std::collections::BTreeSet;
 
 fn leaks_fixture(py: &Python) -> Built {
@@ -81,14 +81,6 @@ fn driver(calls: &[&str], threads: usize) -> String {
     )
 }
 
-fn summary_findings(r: &common::run::Run) -> Result<(Vec<Finding>, usize), String> {
-    let streamed = r.events.iter().filter(|e| matches!(e, Event::Finding { .. })).count();
-    match r.summary(None) {
-        Some(Event::Summary { findings, .. }) => Ok((findings.clone(), streamed)),
-        _ => Err(format!("no summary: {}", r.describe())),
-    }
-}
-
 #[test]
 fn each_class_of_leak_is_named_at_its_creating_line_and_nothing_else() {
     on_every_python("leaks", |py| {
@@ -96,7 +88,7 @@ fn each_class_of_leak_is_named_at_its_creating_line_and_nothing_else() {
         for (call, marker) in LEAKY {
             let r = run(py, &[&built], &driver(&[call], 1), Agent::Json(&[]));
             ensure!(r.status.success(), "{call}: {}", r.describe());
-            let (findings, streamed) = summary_findings(&r)?;
+            let (findings, streamed) = r.summary_findings()?;
             let want = exact_leaks(&[marker]);
             ensure!(finding_set(&findings) == want, "{call}: findings {findings:#?}\nwant {want:?}");
             ensure!(streamed == 1, "{call}: {streamed} finding events streamed, expected 1");
@@ -113,7 +105,7 @@ fn correct_twins_caches_and_memo_dicts_are_not_leaks() {
         let built = leaks_fixture(py);
         let r = run(py, &[&built], &driver(CORRECT, 2), Agent::Json(&[]));
         ensure!(r.status.success(), "{}", r.describe());
-        let (findings, streamed) = summary_findings(&r)?;
+        let (findings, streamed) = r.summary_findings()?;
         ensure!(findings.is_empty() && streamed == 0, "false findings: {findings:#?}");
         Ok(())
     });
@@ -126,7 +118,7 @@ fn leaks_made_by_four_threads_at_once_are_all_found() {
         let calls: Vec<&str> = LEAKY.iter().map(|(c, _)| *c).chain(CORRECT.iter().copied()).collect();
         let r = run(py, &[&built], &driver(&calls, 4), Agent::Json(&[]));
         ensure!(r.status.success(), "{}", r.describe());
-        let (findings, _) = summary_findings(&r)?;
+        let (findings, _) = r.summary_findings()?;
         let markers: Vec<&str> = LEAKY.iter().map(|(_, m)| *m).collect();
         let want = exact_leaks(&markers);
         ensure!(finding_set(&findings) == want, "findings {:#?}\nwant {want:?}", finding_set(&findings));
@@ -178,7 +170,7 @@ fn an_extra_increment_on_an_owned_object_is_named_where_a_hook_sees_it() {
         };
         // Py_IncRef is a call on every build: exact everywhere.
         let r = run(py, &[&normal], &driver("keep_explicit"), Agent::Json(&[]));
-        let (findings, _) = summary_findings(&r)?;
+        let (findings, _) = r.summary_findings()?;
         ensure!(finding_set(&findings) == exact("extra-incref-call"), "Py_IncRef: {findings:#?}");
         ensure!(
             findings[0].count == 40 && findings[0].function.as_deref() == Some("keep_explicit"),
@@ -186,14 +178,14 @@ fn an_extra_increment_on_an_owned_object_is_named_where_a_hook_sees_it() {
         );
         // Limited API: Py_INCREF is a call on 3.12+ and on debug builds.
         let r = run(py, &[&limited], &driver("keep"), Agent::Json(&[]));
-        let (findings, _) = summary_findings(&r)?;
+        let (findings, _) = r.summary_findings()?;
         let visible = py.at_least(3, 12) || py.is_debug();
         let want = if visible { exact("extra-incref") } else { BTreeSet::new() };
         ensure!(finding_set(&findings) == want, "limited Py_INCREF (visible: {visible}): {findings:#?}");
         // Correct twins: nothing.
         for built in [&normal, &limited] {
             let r = run(py, &[built], &driver("borrow"), Agent::Json(&[]));
-            let (findings, _) = summary_findings(&r)?;
+            let (findings, _) = r.summary_findings()?;
             ensure!(findings.is_empty(), "balanced increments: {findings:#?}");
         }
         Ok(())
@@ -208,7 +200,7 @@ fn sampling_still_finds_a_growing_leak_with_an_estimated_count() {
             driver(&["leaks.pair_sum(i, i + 1)", "leaks.pair_sum(i, i + 2)", "leaks.pair_sum_ok(i, 1)"], 4);
         let r = run(py, &[&built], &code, Agent::Json(&[("REFWATCH_SAMPLE", "10")]));
         ensure!(r.status.success(), "{}", r.describe());
-        let (findings, _) = summary_findings(&r)?;
+        let (findings, _) = r.summary_findings()?;
         ensure!(finding_set(&findings) == exact_leaks(&["leak-buildvalue"]), "{findings:#?}");
         // 320 tuples leaked; one fresh object in ten is followed.
         let f = &findings[0];
@@ -234,14 +226,7 @@ fn a_growing_leak_is_streamed_during_the_run_before_any_exit() {
         let agent = [("REFWATCH_INTERVAL", "0.1"), ("REFWATCH_CENSUS", "0.3")];
         let r = run(py, &[&built], code, Agent::Json(&agent));
         ensure!(r.summary(None).is_none(), "SIGKILL leaves no summary: {}", r.describe());
-        let streamed: Vec<&Finding> = r
-            .events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Finding { finding, .. } => Some(finding),
-                _ => None,
-            })
-            .collect();
+        let streamed = r.streamed();
         let want = exact_leaks(&["leak-buildvalue"]);
         let got = finding_set(&streamed.iter().map(|f| (*f).clone()).collect::<Vec<_>>());
         ensure!(got == want, "streamed during the run: {streamed:#?}");

@@ -9,9 +9,8 @@ mod common;
 use common::fixture::{self, marker_line, Built};
 use common::matrix::Python;
 use common::on_every_python;
-use common::run::{run, Agent, Run};
+use common::run::{run, Agent};
 use refwatch_model::event::{FindingKind, Precision};
-use refwatch_model::{Event, Finding};
 
 fn fixture_for(py: &Python) -> Built {
     fixture::build(py, "overrelease.c", "overrelease", &[])
@@ -26,14 +25,6 @@ fn driver(call: &str) -> String {
          for i in range(3):\n    {call}\n\
          print('done'); sys.stdout.flush()\nos._exit(0)\n"
     )
-}
-
-fn findings_of(r: &Run) -> Result<(Vec<Finding>, usize), String> {
-    let streamed = r.events.iter().filter(|e| matches!(e, Event::Finding { .. })).count();
-    match r.summary(None) {
-        Some(Event::Summary { findings, .. }) => Ok((findings.clone(), streamed)),
-        _ => Err(format!("no summary: {}", r.describe())),
-    }
 }
 
 /// Each call passes a container the driver keeps (`k(...)` appends it to
@@ -53,7 +44,7 @@ fn a_release_that_frees_what_a_container_still_holds_is_named_at_its_line() {
         for (call, marker) in BAD {
             let r = run(py, &[&built], &driver(call), Agent::Json(&[]));
             ensure!(r.stdout == "done\n", "{call}: {}", r.describe());
-            let (findings, streamed) = findings_of(&r)?;
+            let (findings, streamed) = r.summary_findings()?;
             ensure!(findings.len() == 1 && streamed == 1, "{call}: {findings:#?}");
             let f = &findings[0];
             let line = marker_line("overrelease.c", marker);
@@ -78,7 +69,7 @@ fn correct_look_alikes_give_nothing() {
         let calls = "m.use_list_item(k([[i]])); m.take_and_remove(k([[i]])); k(m.give_after_own_ref())";
         let r = run(py, &[&built], &driver(calls), Agent::Json(&[]));
         ensure!(r.stdout == "done\n", "{}", r.describe());
-        let (findings, _) = findings_of(&r)?;
+        let (findings, _) = r.summary_findings()?;
         ensure!(findings.is_empty(), "{findings:#?}");
         Ok(())
     });
@@ -98,7 +89,7 @@ fn quarantine_keeps_freed_objects_alive_so_the_program_runs_to_a_clean_end() {
         );
         let r = run(py, &[&built], &code, Agent::Json(&[("REFWATCH_ON_OVERRELEASE", "quarantine")]));
         ensure!(r.status.success() && r.stdout == "True\n", "quarantine: {}", r.describe());
-        let (findings, _) = findings_of(&r)?;
+        let (findings, _) = r.summary_findings()?;
         ensure!(findings.len() == BAD.len(), "all found in one run: {findings:#?}");
         Ok(())
     });
@@ -124,14 +115,7 @@ fn a_debug_build_names_the_release_that_drives_a_refcount_below_zero() {
         }
         let r = run(py, &[&built], code, Agent::Json(&[]));
         ensure!(!r.status.success(), "the interpreter's fatal error must still happen: {}", r.describe());
-        let streamed: Vec<&Finding> = r
-            .events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Finding { finding, .. } => Some(finding),
-                _ => None,
-            })
-            .collect();
+        let streamed = r.streamed();
         let line = marker_line("overrelease.c", "over-twice");
         ensure!(
             streamed.len() == 1

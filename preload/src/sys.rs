@@ -37,3 +37,22 @@ pub fn getpid() -> u32 {
 pub fn env(name: &str) -> Option<String> {
     std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
 }
+
+/// A new zeroed, private, anonymous mapping of `bytes`, or `None`. Pages
+/// are only backed once touched, and no swap is reserved for them: the
+/// agent's tables are sized for the worst case and mostly stay untouched.
+pub fn zeroed_mapping(bytes: usize) -> Option<*mut u8> {
+    // SAFETY: an anonymous private mapping with no address hint has no
+    // preconditions; the result is checked against MAP_FAILED.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    (base != libc::MAP_FAILED).then_some(base.cast())
+}

@@ -4,7 +4,7 @@
 use super::agent;
 use super::fixture::Built;
 use super::matrix::Python;
-use refwatch_model::{Event, Site};
+use refwatch_model::{Event, Finding, Site};
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -44,6 +44,25 @@ impl Run {
         match self.summary(first_pid) {
             Some(Event::Summary { sites, .. }) => Ok(sites),
             _ => Err(format!("no summary; stderr:\n{}\nevents: {:?}", self.stderr, self.events)),
+        }
+    }
+
+    /// Findings written as `finding` events, as they were established.
+    pub fn streamed(&self) -> Vec<&Finding> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Finding { finding, .. } => Some(finding),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The summary's findings (final counts), and how many were streamed.
+    pub fn summary_findings(&self) -> Result<(Vec<Finding>, usize), String> {
+        match self.summary(None) {
+            Some(Event::Summary { findings, .. }) => Ok((findings.clone(), self.streamed().len())),
+            _ => Err(format!("no summary: {}", self.describe())),
         }
     }
 

@@ -31,22 +31,7 @@ pub fn init() -> bool {
     if !BASE.load(Ordering::Acquire).is_null() {
         return true;
     }
-    let bytes = POOL * size_of::<Table>();
-    // SAFETY: an anonymous private mapping with no address hint; the result
-    // is checked against MAP_FAILED before use.
-    let base = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if base == libc::MAP_FAILED {
-        return false;
-    }
+    let Some(base) = crate::sys::zeroed_mapping(POOL * size_of::<Table>()) else { return false };
     // Zeroed memory is a valid empty `Table` (all atomics zero).
     BASE.store(base.cast(), Ordering::Release);
     EXIT_KEY.get_or_init(|| {

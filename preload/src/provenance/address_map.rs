@@ -76,26 +76,14 @@ impl<V: Copy + Default> AddressMap<V> {
         if !t.slots.is_null() {
             return true;
         }
-        let bytes = FILTER + capacity * size_of::<Slot<V>>();
-        // SAFETY: an anonymous private mapping with no address hint, checked
-        // against MAP_FAILED; zeroed memory is an empty filter followed by a
-        // map of free slots (key 0). FILTER keeps the slots page-aligned.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
+        // Zeroed memory is an empty filter followed by free slots (key 0);
+        // FILTER keeps the slots page-aligned.
+        let Some(base) = crate::sys::zeroed_mapping(FILTER + capacity * size_of::<Slot<V>>()) else {
             return false;
-        }
-        t.filter = base.cast();
+        };
+        t.filter = base;
         // SAFETY: the mapping holds FILTER bytes before the slots.
-        t.slots = unsafe { base.cast::<u8>().add(FILTER) }.cast();
+        t.slots = unsafe { base.add(FILTER) }.cast();
         t.capacity = capacity;
         true
     }
