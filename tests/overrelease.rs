@@ -160,3 +160,35 @@ fn the_crash_handler_names_the_release_behind_a_fault_on_the_freed_object() {
         Ok(())
     });
 }
+
+#[test]
+fn a_release_that_does_not_free_is_found_when_the_object_dies_in_its_container() {
+    on_every_python("non-freeing", |py| {
+        let built = fixture_for(py);
+        // The item has a second owner (`v`), so the extension's bad release
+        // does not free it; freeing it later (`del v`) leaves the list
+        // pointing at a dead object. (An instance of a class: before 3.13
+        // refwatch sees frees through the object allocator, which types
+        // with a free list of their own, like list, bypass.)
+        let code =
+            "import overrelease as m, os, sys\nclass Box:\n    pass\nkeep = []\nfor i in range(3):\n    \
+                    v = Box()\n    c = [v]\n    keep.append(c)\n    m.drop_list_item(c)\n    del v\n\
+                    print('done'); sys.stdout.flush()\nos._exit(0)\n";
+        // The dangling item may crash the program (a gc pass traverses the
+        // list) before it ends: the finding, streamed at the free, is there
+        // either way.
+        let r = run(py, &[&built], code, Agent::Json(&[]));
+        let streamed = r.streamed();
+        ensure!(streamed.len() == 1, "{streamed:#?}\n{}", r.describe());
+        let f = streamed[0];
+        let line = marker_line("overrelease.c", "over-list-borrow");
+        ensure!(
+            f.kind == FindingKind::Overrelease
+                && f.precision == Precision::Origin
+                && f.line == Some(line)
+                && f.evidence.contains("still points"),
+            "expected an origin finding at overrelease.c:{line}: {f:#?}"
+        );
+        Ok(())
+    });
+}

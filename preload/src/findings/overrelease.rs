@@ -43,33 +43,26 @@ pub unsafe fn before_free(object: usize, site: usize) -> Verdict {
     if !unsafe { still_holds(&association, object) } {
         return Verdict::Proceed;
     }
+    // Reported here, at the exact line: not again when the object is freed.
+    // SAFETY: GIL held.
+    unsafe { ASSOC.remove(object) };
     // SAFETY: `object` is alive until the release goes on.
     let type_name = unsafe { layout::type_name(layout::type_of(object)) };
     // SAFETY: the container is alive (checked by still_holds).
     let container_type = unsafe { layout::type_name(association.container_type) };
     let origin = report::place_of(association.site);
     let how = if association.stolen { "was given to" } else { "was borrowed from" };
-    let slot = match association.slot() {
-        Slot::TupleIndex | Slot::ListIndex => format!("[{}]", association.index),
-        Slot::DictValue => " (as a value)".to_string(),
-    };
     let evidence = format!(
-        "the {type_name} released here {how} a {container_type} by {} at {}, and that {container_type}{slot} \
+        "the {type_name} released here {how} a {container_type} by {} at {}, and that {container_type}{} \
          still points at it: this release freed an object the extension did not own",
         apis::name(association.api as usize),
         refwatch_model::text::location(origin.file.as_deref(), origin.line),
+        slot_text(&association),
     );
-    let finding = report_at(site, evidence);
+    let finding = report_at(site, Precision::Exact, evidence);
     // SAFETY: the object is alive until the release goes on; its type too.
     let end = object + unsafe { layout::allocated_size(object) };
-    let crash_note = format!(
-        "refwatch: this crash touches the {type_name} at {object:#x} that {} in {} released without owning it (finding {}): {}\n",
-        refwatch_model::text::location(finding.file.as_deref(), finding.line),
-        finding.function.as_deref().unwrap_or("?"),
-        finding.id,
-        finding.evidence
-    );
-    super::crash::remember(object, end, &crash_note);
+    remember_for_crash(object, end, &type_name, &finding);
     match lifecycle::settings().map(|s| s.on_overrelease) {
         Some(OnOverrelease::Quarantine) => {
             // SAFETY: the object is alive (its refcount just reached zero and
@@ -82,6 +75,57 @@ pub unsafe fn before_free(object: usize, site: usize) -> Verdict {
     }
 }
 
+/// An object the extension borrowed or gave away is being freed by someone
+/// else (the interpreter: the extension's own freeing release is
+/// `before_free`). If the container it came from still points at it, a
+/// reference was released that was not owned, and the release that did not
+/// free it (inline on a release build, invisible) is the likely one: the
+/// finding names where the extension got the reference (`origin`).
+///
+/// # Safety
+/// The caller holds the GIL; `object` is being freed (its memory is still
+/// intact).
+pub unsafe fn freed(object: usize, association: &Association) {
+    // SAFETY: forwarded.
+    if !unsafe { still_holds(association, object) } {
+        return;
+    }
+    // SAFETY: the object's memory is intact until the free completes.
+    let type_name = unsafe { layout::type_name(layout::type_of(object)) };
+    // SAFETY: the container is alive (checked by still_holds).
+    let container_type = unsafe { layout::type_name(association.container_type) };
+    let how = if association.stolen { "given to" } else { "borrowed from" };
+    let evidence = format!(
+        "the {type_name} {how} a {container_type} here by {} was freed while that {container_type}{} still points          at it: a reference to it was released that was not owned (a release that did not free, so no call showed it)",
+        apis::name(association.api as usize),
+        slot_text(association),
+    );
+    let finding = report_at(association.site, Precision::Origin, evidence);
+    // SAFETY: as above.
+    let end = object + unsafe { layout::allocated_size(object) };
+    remember_for_crash(object, end, &type_name, &finding);
+}
+
+fn slot_text(association: &Association) -> String {
+    match association.slot() {
+        Slot::TupleIndex | Slot::ListIndex => format!("[{}]", association.index),
+        Slot::DictValue => " (as a value)".to_string(),
+    }
+}
+
+/// What the crash handler says if a crash touches this object.
+fn remember_for_crash(object: usize, end: usize, type_name: &str, finding: &Finding) {
+    let note = format!(
+        "refwatch: this crash touches the {type_name} at {object:#x} that was released without being owned \
+         (finding {} at {} in {}): {}\n",
+        finding.id,
+        refwatch_model::text::location(finding.file.as_deref(), finding.line),
+        finding.function.as_deref().unwrap_or("?"),
+        finding.evidence
+    );
+    super::crash::remember(object, end, &note);
+}
+
 /// A debug build caught a refcount below zero at `site` (the interpreter
 /// aborts right after).
 pub fn negative_refcount(object: usize, site: usize) {
@@ -89,10 +133,10 @@ pub fn negative_refcount(object: usize, site: usize) {
         "a release here drove an object's refcount below zero (object at {object:#x}): it was released more \
          times than it was owned"
     );
-    report_at(site, evidence);
+    report_at(site, Precision::Exact, evidence);
 }
 
-fn report_at(site: usize, evidence: String) -> Finding {
+fn report_at(site: usize, precision: Precision, evidence: String) -> Finding {
     let place = report::place_of(site);
     let finding = Finding {
         id: 0,
@@ -100,7 +144,7 @@ fn report_at(site: usize, evidence: String) -> Finding {
         module: place.module.clone(),
         file: place.file.clone(),
         line: place.line,
-        precision: Precision::Exact,
+        precision,
         candidates: Vec::new(),
         function: place.function.clone(),
         count: 1,

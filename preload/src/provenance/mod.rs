@@ -173,7 +173,9 @@ pub unsafe fn forget(object: usize) {
         unsafe {
             TRACKED.remove(object);
             ledger::LEDGER.remove(object);
-            assoc::ASSOC.remove(object);
+            if let Some(association) = assoc::ASSOC.remove(object) {
+                crate::findings::overrelease::freed(object, &association);
+            }
         }
     }
 }
@@ -220,7 +222,9 @@ unsafe fn block_object(block: usize) -> Option<Origin> {
                 origin = Some(o);
             }
             ledger::LEDGER.remove_if(object, |e| e.pre_header == here);
-            assoc::ASSOC.remove_if(object, |a| a.pre_header == here);
+            if let Some(association) = assoc::ASSOC.remove_if(object, |a| a.pre_header == here) {
+                crate::findings::overrelease::freed(object, &association);
+            }
         }
     }
     origin
