@@ -16,6 +16,9 @@ fn fixture_for(py: &Python) -> Built {
     fixture::build(py, "overrelease.c", "overrelease", &[])
 }
 
+/// The line of `driver`'s code that makes the call.
+const DRIVER_CALL_LINE: u32 = 7;
+
 /// Runs `call` three times, keeping what it touched, then leaves with
 /// `os._exit` (the containers point at freed objects: finalizing them
 /// could crash, which is the bug, not the test).
@@ -56,6 +59,13 @@ fn a_release_that_frees_what_a_container_still_holds_is_named_at_its_line() {
                     && f.count == 3
                     && f.evidence.contains("still points at it"),
                 "{call}: expected overrelease.c:{line}: {f:#?}"
+            );
+            // The Python line that drove it: the call in the driver's loop.
+            ensure!(
+                f.py_file.as_deref() == Some("<string>") && f.py_line == Some(DRIVER_CALL_LINE),
+                "{call}: the driving Python line: {:?}:{:?}",
+                f.py_file,
+                f.py_line
             );
         }
         Ok(())

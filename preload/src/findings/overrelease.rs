@@ -18,7 +18,7 @@ use super::memory::Readable;
 use crate::lifecycle;
 use crate::provenance::apis::{self, Slot};
 use crate::provenance::assoc::{Association, ASSOC};
-use crate::python::{api, layout};
+use crate::python::{api, layout, runtime};
 use crate::report;
 use crate::sys;
 use refwatch_model::event::{Finding, FindingKind, Precision};
@@ -152,6 +152,8 @@ fn report_at(site: usize, precision: Precision, evidence: String) -> Finding {
         py_file: None,
         py_line: None,
     };
+    let (py_file, py_line) = runtime::current_line().unzip();
+    let finding = Finding { py_file, py_line, ..finding };
     // Streamed once, when first seen; the summary has the final count.
     let (finding, new) = super::establish_counted(finding);
     if new {

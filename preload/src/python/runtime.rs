@@ -373,3 +373,40 @@ pub fn holder_visits(objects: &[usize]) -> Option<Vec<u64>> {
     let visits: Vec<u64> = text.split(',').filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect();
     (visits.len() == objects.len()).then_some(visits)
 }
+
+/// The Python line running now (file, line), when this thread holds the
+/// GIL and runs Python code: the line that drove what the extension did.
+pub fn current_line() -> Option<(String, u32)> {
+    let api = api().filter(|a| a.can_run_python())?;
+    let mut saved: [*mut PyObject; 3] = [null_mut(); 3];
+    // SAFETY: the GIL is held (can_run_python). The frame is borrowed; the
+    // code object and file name are new references released below; any
+    // exception raised meanwhile is dropped and the one pending before is
+    // restored.
+    unsafe {
+        let frame = (api.eval_get_frame)();
+        if frame.is_null() {
+            return None;
+        }
+        (api.err_fetch)(&mut saved[0], &mut saved[1], &mut saved[2]);
+        let line = (api.frame_get_line_number)(frame);
+        let code = (api.frame_get_code)(frame);
+        let mut file = None;
+        if !code.is_null() {
+            let name = (api.object_get_attr_string)(code, c"co_filename".as_ptr());
+            if !name.is_null() {
+                let utf8 = (api.unicode_as_utf8)(name);
+                file = (!utf8.is_null()).then(|| CStr::from_ptr(utf8).to_string_lossy().into_owned());
+                (api.decref)(name);
+            }
+            (api.decref)(code);
+        }
+        let mut raised: [*mut PyObject; 3] = [null_mut(); 3];
+        (api.err_fetch)(&mut raised[0], &mut raised[1], &mut raised[2]);
+        for object in raised.into_iter().filter(|o| !o.is_null()) {
+            (api.decref)(object);
+        }
+        (api.err_restore)(saved[0], saved[1], saved[2]);
+        Some((file?, u32::try_from(line).ok()?))
+    }
+}
