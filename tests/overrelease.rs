@@ -38,6 +38,7 @@ const BAD: &[(&str, &str)] = &[
     ("m.drop_dict_value(k({'key': [i]}))", "over-dict"),
     ("k(m.give_then_drop())", "over-stolen"),
     ("m.give_to_list_then_drop(k([None]))", "over-stolen-list"),
+    ("m.add_then_drop('attr%d' % i)", "over-module"),
 ];
 
 #[test]
@@ -76,7 +77,8 @@ fn a_release_that_frees_what_a_container_still_holds_is_named_at_its_line() {
 fn correct_look_alikes_give_nothing() {
     on_every_python("look-alikes", |py| {
         let built = fixture_for(py);
-        let calls = "m.use_list_item(k([[i]])); m.take_and_remove(k([[i]])); k(m.give_after_own_ref())";
+        let calls = "m.use_list_item(k([[i]])); m.take_and_remove(k([[i]])); k(m.give_after_own_ref()); \
+                     m.add_own_ref_then_drop('ok%d' % i)";
         let r = run(py, &[&built], &driver(calls), Agent::Json(&[]));
         ensure!(r.stdout == "done\n", "{}", r.describe());
         let (findings, _) = r.summary_findings()?;

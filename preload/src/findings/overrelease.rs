@@ -110,6 +110,7 @@ fn slot_text(association: &Association) -> String {
     match association.slot() {
         Slot::TupleIndex | Slot::ListIndex => format!("[{}]", association.index),
         Slot::DictValue => " (as a value)".to_string(),
+        Slot::ModuleAttr => " (as an attribute)".to_string(),
     }
 }
 
@@ -192,7 +193,19 @@ unsafe fn still_holds(a: &Association, object: usize) -> bool {
         Slot::ListIndex => unsafe { a.index < layout::size(c) && layout::list_item(c, a.index) == object },
         // SAFETY: a live dict; the GIL is held.
         Slot::DictValue => unsafe { dict_has_value(c, object) },
+        // SAFETY: a live module (its dict is borrowed); the GIL is held.
+        Slot::ModuleAttr => unsafe { module_has_value(c, object) },
     }
+}
+
+/// # Safety
+/// `module` is a live module and the caller holds the GIL.
+unsafe fn module_has_value(module: usize, object: usize) -> bool {
+    let Some(api) = api::api() else { return false };
+    // SAFETY: caller's contract; PyModule_GetDict returns a borrowed dict.
+    let dict = unsafe { (api.module_get_dict)(module as *mut _) } as usize;
+    // SAFETY: the module's dict lives as long as the module.
+    dict != 0 && unsafe { dict_has_value(dict, object) }
 }
 
 /// # Safety

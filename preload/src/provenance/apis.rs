@@ -19,6 +19,8 @@ pub enum Slot {
     ListIndex,
     /// Any value of the dict (the key may be gone by the time it matters).
     DictValue,
+    /// Any attribute of the module (a value of its dict).
+    ModuleAttr,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,6 +189,11 @@ pub static APIS: &[Api] = &[
     // Stolen references.
     steals("PyTuple_SetItem", Slot::TupleIndex),
     steals("PyList_SetItem", Slot::ListIndex),
+    // On success only (a failing call leaves the reference to the caller):
+    // a non-zero result is not recorded.
+    steals("PyModule_AddObject", Slot::ModuleAttr),
+    // 3.13+: always steals; on success the value is in the module.
+    steals("PyModule_Add", Slot::ModuleAttr),
 ];
 
 /// The name of followed function `index`.

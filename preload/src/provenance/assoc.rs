@@ -19,7 +19,7 @@ pub struct Association {
     pub site: usize,
     /// Index of that call in `apis::APIS`.
     pub api: u32,
-    /// `Slot` as a number (0 tuple, 1 list, 2 dict).
+    /// `Slot` as a number (0 tuple, 1 list, 2 dict, 3 module).
     pub slot: u8,
     /// Given away (stolen) rather than borrowed.
     pub stolen: bool,
@@ -32,7 +32,8 @@ impl Association {
         match self.slot {
             0 => Slot::TupleIndex,
             1 => Slot::ListIndex,
-            _ => Slot::DictValue,
+            2 => Slot::DictValue,
+            _ => Slot::ModuleAttr,
         }
     }
 
@@ -41,6 +42,7 @@ impl Association {
             Slot::TupleIndex => 0,
             Slot::ListIndex => 1,
             Slot::DictValue => 2,
+            Slot::ModuleAttr => 3,
         }
     }
 }

@@ -75,6 +75,7 @@ api! {
     dict_del_item_string: c"PyDict_DelItemString" => fn(*mut PyObject, *const c_char) -> c_int,
     dict_next: c"PyDict_Next" =>
         fn(*mut PyObject, *mut isize, *mut *mut PyObject, *mut *mut PyObject) -> c_int,
+    module_get_dict: c"PyModule_GetDict" => fn(*mut PyObject) -> *mut PyObject,
     eval_get_frame: c"PyEval_GetFrame" => fn() -> *mut PyObject,
     frame_get_line_number: c"PyFrame_GetLineNumber" => fn(*mut PyObject) -> c_int,
     frame_get_code: c"PyFrame_GetCode" => fn(*mut PyObject) -> *mut PyObject,
