@@ -218,7 +218,7 @@ fn a_growing_leak_is_streamed_during_the_run_before_any_exit() {
         // of SIGKILL: no exit handler runs, so only a finding streamed during
         // the run can be there.
         let code = "import leaks, os, signal, time\n\
-                    end = time.time() + 1.5\n\
+                    end = time.time() + 2.5\n\
                     i = 0\n\
                     while time.time() < end:\n\
                     \x20   leaks.pair_sum(i, 1); i += 1; time.sleep(0.002)\n\
