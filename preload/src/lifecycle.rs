@@ -122,12 +122,18 @@ pub fn on_python_exit() {
 /// `_exit`/`_Exit`, or the library's destructor at `exit`: write the summary
 /// if Python's at-exit callback did not.
 pub fn on_process_exit() {
+    finish(true);
+}
+
+/// Stops the reporter and writes the summary unless it was written.
+/// `with_python`: the interpreter may still be asked for totals (`os._exit`
+/// is called with the GIL held; `totals_now` checks that it is).
+fn finish(with_python: bool) {
     if !ACTIVE.load(Ordering::Acquire) || SUMMARY_WRITTEN.load(Ordering::Acquire) {
         return;
     }
     thread::stop();
-    // `os._exit` is called with the GIL held: totals can still be had.
-    let totals = runtime::totals_now(census_applies());
+    let totals = if with_python { runtime::totals_now(census_applies()) } else { None };
     runtime::close();
     write_summary(totals);
 }
@@ -237,16 +243,7 @@ extern "C" fn fork_child() {
 /// Runs when the process exits through `exit()` (after Python's at-exit
 /// callbacks, if any), for programs that leave without finalizing Python.
 extern "C" fn at_unload() {
-    on_process_exit_without_python();
-}
-
-fn on_process_exit_without_python() {
-    if !ACTIVE.load(Ordering::Acquire) || SUMMARY_WRITTEN.load(Ordering::Acquire) {
-        return;
-    }
-    runtime::close();
-    thread::stop();
-    write_summary(None);
+    finish(false);
 }
 
 #[used]

@@ -15,7 +15,17 @@ static FINDINGS: Mutex<Vec<Finding>> = Mutex::new(Vec::new());
 
 /// Records `finding` (an update when the same kind and place was found
 /// before) and returns it with its id, and whether it is new.
-pub fn establish(mut finding: Finding) -> (Finding, bool) {
+pub fn establish(finding: Finding) -> (Finding, bool) {
+    record(finding, false)
+}
+
+/// Records one more occurrence of `finding` (over-releases are counted as
+/// they happen) and returns it with its id and running count.
+pub fn establish_counted(finding: Finding) -> (Finding, bool) {
+    record(finding, true)
+}
+
+fn record(mut finding: Finding, accumulate: bool) -> (Finding, bool) {
     let mut all = FINDINGS.lock().unwrap_or_else(|e| e.into_inner());
     let same = |f: &&mut Finding| {
         f.kind == finding.kind
@@ -26,25 +36,15 @@ pub fn establish(mut finding: Finding) -> (Finding, bool) {
     };
     if let Some(existing) = all.iter_mut().find(same) {
         finding.id = existing.id;
+        if accumulate {
+            finding.count += existing.count;
+        }
         *existing = finding.clone();
         return (finding, false);
     }
     finding.id = all.len() as u32 + 1;
     all.push(finding.clone());
     (finding, true)
-}
-
-/// Records one more occurrence of `finding` (over-releases are counted as
-/// they happen) and returns it with its id and running count.
-pub fn establish_counted(finding: Finding) -> (Finding, bool) {
-    let previous = all().into_iter().find(|f| {
-        f.kind == finding.kind
-            && f.module == finding.module
-            && f.file == finding.file
-            && f.line == finding.line
-    });
-    let count = previous.map_or(0, |p| p.count) + finding.count;
-    establish(Finding { count, ..finding })
 }
 
 /// Every finding, with its latest count.

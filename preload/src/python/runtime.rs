@@ -175,19 +175,52 @@ unsafe fn register(api: &Api) -> bool {
 /// The caller holds the GIL; `GLOBALS` is set.
 unsafe fn run(api: &Api, code: &CStr, start: c_int) -> Option<*mut PyObject> {
     let globals = GLOBALS.load(Ordering::Acquire);
+    // SAFETY: GIL held (caller's contract).
+    let result = unsafe {
+        keeping_error_state(api, || {
+            (api.run_string_flags)(code.as_ptr(), start, globals, globals, null_mut())
+        })
+    };
+    (!result.is_null()).then_some(result)
+}
+
+/// Runs `f`, dropping any exception it raises and leaving the exception
+/// that was pending before (if any) as it was.
+///
+/// # Safety
+/// The caller holds the GIL; `f` only makes C-API calls allowed with it.
+unsafe fn keeping_error_state<T>(api: &Api, f: impl FnOnce() -> T) -> T {
     let mut saved: [*mut PyObject; 3] = [null_mut(); 3];
     let mut raised: [*mut PyObject; 3] = [null_mut(); 3];
     // SAFETY: GIL held (caller's contract); the out-pointers are valid; the
     // fetched references are restored or released exactly once.
     unsafe {
         (api.err_fetch)(&mut saved[0], &mut saved[1], &mut saved[2]);
-        let result = (api.run_string_flags)(code.as_ptr(), start, globals, globals, null_mut());
+        let value = f();
         (api.err_fetch)(&mut raised[0], &mut raised[1], &mut raised[2]);
         for object in raised.into_iter().filter(|o| !o.is_null()) {
             (api.decref)(object);
         }
         (api.err_restore)(saved[0], saved[1], saved[2]);
-        (!result.is_null()).then_some(result)
+        value
+    }
+}
+
+/// The text of a str object, which this releases (a new reference).
+///
+/// # Safety
+/// The caller holds the GIL; `text` is NULL or a new reference to a str.
+unsafe fn take_text(api: &Api, text: *mut PyObject) -> Option<String> {
+    if text.is_null() {
+        return None;
+    }
+    // SAFETY: caller's contract; the UTF-8 buffer lives as long as the
+    // object, which is released only after it is copied.
+    unsafe {
+        let utf8 = (api.unicode_as_utf8)(text);
+        let owned = (!utf8.is_null()).then(|| CStr::from_ptr(utf8).to_string_lossy().into_owned());
+        (api.decref)(text);
+        owned
     }
 }
 
@@ -200,13 +233,7 @@ pub fn totals_now(census: bool) -> Option<Totals> {
     let code = if census { c"_rw_totals(True)" } else { c"_rw_totals(False)" };
     // SAFETY: can_run_python: this thread holds the GIL of a running
     // interpreter; registration set GLOBALS.
-    let text = unsafe {
-        let result = run(api, code, PY_EVAL_INPUT)?;
-        let utf8 = (api.unicode_as_utf8)(result);
-        let text = (!utf8.is_null()).then(|| CStr::from_ptr(utf8).to_string_lossy().into_owned());
-        (api.decref)(result);
-        text?
-    };
+    let text = unsafe { take_text(api, run(api, code, PY_EVAL_INPUT)?)? };
     let totals = parse_totals(&text);
     *LATEST.lock().unwrap_or_else(|e| e.into_inner()) = Some(totals.clone());
     Some(totals)
@@ -364,11 +391,7 @@ pub fn holder_visits(objects: &[usize]) -> Option<Vec<u64>> {
         (api.decref)(list);
         let result = run(api, c"_rw_visits(_rw_objs)", PY_EVAL_INPUT);
         (api.dict_del_item_string)(globals, c"_rw_objs".as_ptr());
-        let result = result?;
-        let utf8 = (api.unicode_as_utf8)(result);
-        let text = (!utf8.is_null()).then(|| CStr::from_ptr(utf8).to_string_lossy().into_owned());
-        (api.decref)(result);
-        text?
+        take_text(api, result?)?
     };
     let visits: Vec<u64> = text.split(',').filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect();
     (visits.len() == objects.len()).then_some(visits)
@@ -378,35 +401,22 @@ pub fn holder_visits(objects: &[usize]) -> Option<Vec<u64>> {
 /// GIL and runs Python code: the line that drove what the extension did.
 pub fn current_line() -> Option<(String, u32)> {
     let api = api().filter(|a| a.can_run_python())?;
-    let mut saved: [*mut PyObject; 3] = [null_mut(); 3];
     // SAFETY: the GIL is held (can_run_python). The frame is borrowed; the
-    // code object and file name are new references released below; any
-    // exception raised meanwhile is dropped and the one pending before is
-    // restored.
+    // code object and file name are new references, released here.
     unsafe {
         let frame = (api.eval_get_frame)();
         if frame.is_null() {
             return None;
         }
-        (api.err_fetch)(&mut saved[0], &mut saved[1], &mut saved[2]);
-        let line = (api.frame_get_line_number)(frame);
-        let code = (api.frame_get_code)(frame);
-        let mut file = None;
-        if !code.is_null() {
-            let name = (api.object_get_attr_string)(code, c"co_filename".as_ptr());
-            if !name.is_null() {
-                let utf8 = (api.unicode_as_utf8)(name);
-                file = (!utf8.is_null()).then(|| CStr::from_ptr(utf8).to_string_lossy().into_owned());
-                (api.decref)(name);
+        keeping_error_state(api, || {
+            let line = (api.frame_get_line_number)(frame);
+            let code = (api.frame_get_code)(frame);
+            if code.is_null() {
+                return None;
             }
+            let file = take_text(api, (api.object_get_attr_string)(code, c"co_filename".as_ptr()));
             (api.decref)(code);
-        }
-        let mut raised: [*mut PyObject; 3] = [null_mut(); 3];
-        (api.err_fetch)(&mut raised[0], &mut raised[1], &mut raised[2]);
-        for object in raised.into_iter().filter(|o| !o.is_null()) {
-            (api.decref)(object);
-        }
-        (api.err_restore)(saved[0], saved[1], saved[2]);
-        Some((file?, u32::try_from(line).ok()?))
+            Some((file?, u32::try_from(line).ok()?))
+        })
     }
 }

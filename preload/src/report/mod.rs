@@ -40,9 +40,11 @@ fn snapshot() -> HashMap<usize, [u64; count::table::KINDS]> {
 
 /// The place of a return address (symbolized once, cached).
 pub fn place_of(ra: usize) -> Place {
-    let watched = interpose::watched();
     let mut symbolizer = SYMBOLIZER.lock().unwrap_or_else(|e| e.into_inner());
-    symbolizer.get_or_insert_with(Symbolizer::default).place(ra, &watched)
+    let symbolizer = symbolizer.get_or_insert_with(Symbolizer::default);
+    // The leak check asks once per object: most sites are named already,
+    // and only a miss needs the list of watched objects.
+    symbolizer.cached(ra).unwrap_or_else(|| symbolizer.place(ra, &interpose::watched()))
 }
 
 /// Fresh objects received per source line (estimates when sampling).
@@ -104,8 +106,7 @@ pub fn sample_field() -> Option<u32> {
 /// Writes one event to the configured output. A finding also goes to the
 /// launcher's findings file (`refwatch run --fail-on-findings`).
 pub fn emit(event: &Event) {
-    let Some(settings) = lifecycle::settings() else { return };
-    let target = output::Target { output: &settings.output, format: settings.format };
+    let Some(target) = target() else { return };
     output::write(&target, event, lifecycle::start_event);
     if let Event::Finding { .. } = event {
         output::note_finding(event);
@@ -114,7 +115,12 @@ pub fn emit(event: &Event) {
 
 /// Writes this process's `start` event (the output opens on first use).
 pub fn emit_start() {
-    let Some(settings) = lifecycle::settings() else { return };
-    let target = output::Target { output: &settings.output, format: settings.format };
+    let Some(target) = target() else { return };
     output::open_for_this_process(&target, lifecycle::start_event);
+}
+
+/// Where and how events are written, once the agent started.
+fn target() -> Option<output::Target<'static>> {
+    let settings = lifecycle::settings()?;
+    Some(output::Target { output: &settings.output, format: settings.format })
 }

@@ -28,6 +28,11 @@ pub struct Symbolizer {
 }
 
 impl Symbolizer {
+    /// The place of `ra` if it was named before.
+    pub fn cached(&self, ra: usize) -> Option<Place> {
+        self.places.get(&ra).cloned()
+    }
+
     /// The place of the call that returns to `ra`.
     pub fn place(&mut self, ra: usize, watched: &[Watched]) -> Place {
         if let Some(place) = self.places.get(&ra) {
