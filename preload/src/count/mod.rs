@@ -38,3 +38,18 @@ pub fn record(ra: usize, kind: Kind) -> bool {
     table.bump(ra, kind);
     true
 }
+
+/// Counts one event that sampling already chose (or every event, without
+/// sampling).
+#[inline(always)]
+pub fn bump(ra: usize, kind: Kind) {
+    // SAFETY: as in `record`.
+    unsafe { &*registry::current() }.bump(ra, kind);
+}
+
+/// The number of events until the next sampled one: random, uniform in
+/// 1..2N, drawn from the calling thread's generator.
+pub fn next_gap() -> u64 {
+    // SAFETY: as in `record`.
+    u64::from(unsafe { &*registry::current() }.gap(sample()))
+}

@@ -94,6 +94,12 @@ impl Table {
             self.countdown.store(left - 1, Ordering::Relaxed);
             return false;
         }
+        self.countdown.store(self.gap(sample), Ordering::Relaxed);
+        true
+    }
+
+    /// A random gap between sampled events, uniform in 1..2N (xorshift).
+    pub fn gap(&self, sample: u32) -> u32 {
         let mut x = self.random.load(Ordering::Relaxed);
         if x == 0 {
             x = 0x9E37_79B9 ^ (self as *const Table as usize as u32);
@@ -102,8 +108,7 @@ impl Table {
         x ^= x >> 17;
         x ^= x << 5;
         self.random.store(x, Ordering::Relaxed);
-        self.countdown.store(1 + x % (2 * sample - 1), Ordering::Relaxed);
-        true
+        1 + x % (2 * sample.max(1) - 1)
     }
 
     #[inline(always)]

@@ -121,11 +121,12 @@ fn suspects() -> Vec<Suspect> {
     // SAFETY: checks run with the GIL held (at exit, in a pending call).
     let (tracked, ledger) = unsafe { (TRACKED.entries(), LEDGER.entries()) };
     let mut by_object: HashMap<usize, (Option<Origin>, Option<Entry>)> = HashMap::new();
-    for (object, origin) in tracked {
-        by_object.entry(object).or_default().0 = Some(origin);
+    // The maps are keyed by memory block; the object follows its pre-header.
+    for (block, origin) in tracked {
+        by_object.entry(block + origin.pre_header as usize).or_default().0 = Some(origin);
     }
-    for (object, entry) in ledger.into_iter().filter(|(_, e)| e.net > 0) {
-        by_object.entry(object).or_default().1 = Some(entry);
+    for (block, entry) in ledger.into_iter().filter(|(_, e)| e.net > 0) {
+        by_object.entry(block + entry.pre_header as usize).or_default().1 = Some(entry);
     }
     by_object
         .into_iter()

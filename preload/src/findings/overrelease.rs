@@ -37,15 +37,17 @@ pub enum Verdict {
 /// # Safety
 /// The caller holds the GIL and `object` is the live object being released.
 pub unsafe fn before_free(object: usize, site: usize) -> Verdict {
+    // SAFETY: GIL held and `object` alive (caller's contract).
+    let key = unsafe { crate::provenance::key_of(object) };
     // SAFETY: GIL held (caller's contract).
-    let Some(association) = (unsafe { ASSOC.get(object) }) else { return Verdict::Proceed };
+    let Some(association) = (unsafe { ASSOC.get(key) }) else { return Verdict::Proceed };
     // SAFETY: as above.
     if !unsafe { still_holds(&association, object) } {
         return Verdict::Proceed;
     }
     // Reported here, at the exact line: not again when the object is freed.
     // SAFETY: GIL held.
-    unsafe { ASSOC.remove(object) };
+    unsafe { ASSOC.remove(key) };
     // SAFETY: `object` is alive until the release goes on.
     let type_name = unsafe { layout::type_name(layout::type_of(object)) };
     // SAFETY: the container is alive (checked by still_holds).

@@ -1,5 +1,6 @@
-//! A map from object address to a small `Copy` value, for the per-object
-//! state provenance keeps (`tracked`, `ledger`): open addressing with linear
+//! A map from an object's memory block (its address less its pre-header:
+//! what the allocator frees) to a small `Copy` value, for the per-object
+//! state provenance keeps (`tracked`, `ledger`, `assoc`): open addressing with linear
 //! probing and backward-shift deletion, in one anonymous mapping made at
 //! start (pages are backed only once used), so the hot path never allocates.
 //!
@@ -18,10 +19,6 @@ struct Slot<V> {
 }
 
 struct Table<V> {
-    /// A counting filter in front of the slots: most lookups are for
-    /// addresses that are absent (every free in the process is checked), and
-    /// one byte in a 1 MiB array is far likelier in cache than a slot.
-    filter: *mut u8,
     slots: *mut Slot<V>,
     /// Power of two.
     capacity: usize,
@@ -45,26 +42,85 @@ fn home(key: usize, capacity: usize) -> usize {
     (key >> 4) & (capacity - 1)
 }
 
-/// Counters in the filter (one byte each).
-const FILTER: usize = 1 << 20;
+/// A counting filter in front of every map, shared by all of them: most
+/// lookups are for addresses that are in no map (every free in the process
+/// is checked), and one byte in a 1 MiB array is far likelier in cache than
+/// a slot; one shared filter answers "in none of them" with one load. It is
+/// a static in `.bss`: no pointer to load, and its pages are only backed
+/// once written.
+struct Filter(UnsafeCell<[u8; FILTER_BYTES + MIRROR]>);
 
-#[inline(always)]
-fn filter_index(key: usize) -> usize {
-    (key >> 4) & (FILTER - 1)
-}
+// SAFETY: only touched with the GIL held, like the maps.
+unsafe impl Sync for Filter {}
+
+/// Counters in the filter (one byte each).
+const FILTER_BYTES: usize = 1 << 20;
+/// The first counters are mirrored after the last ones, so that the
+/// counters of three neighbouring keys can be read with one 4-byte load
+/// (`maybe_present_any3`) without wrapping.
+const MIRROR: usize = 4;
+
+static FILTER: Filter = Filter(UnsafeCell::new([0; FILTER_BYTES + MIRROR]));
 
 /// Saturated counters stay set: the filter then only says "maybe".
 const STUCK: u8 = u8::MAX;
 
+#[inline(always)]
+fn filter_index(key: usize) -> usize {
+    (key >> 4) & (FILTER_BYTES - 1)
+}
+
+#[inline(always)]
+fn filter() -> *mut u8 {
+    FILTER.0.get().cast()
+}
+
+/// Adds `delta` to `key`'s counter (and its mirror); saturated counters
+/// stay saturated.
+///
+/// # Safety
+/// The caller holds the GIL.
+#[inline(always)]
+unsafe fn count_key(key: usize, delta: i8) {
+    let i = filter_index(key);
+    // SAFETY: i < FILTER_BYTES, inside the filter; the GIL makes this the
+    // only access (caller's contract).
+    let c = unsafe { &mut *filter().add(i) };
+    if *c == STUCK {
+        return;
+    }
+    *c = c.wrapping_add_signed(delta);
+    if i < MIRROR {
+        // SAFETY: the filter has MIRROR bytes after FILTER_BYTES.
+        unsafe { *filter().add(FILTER_BYTES + i) = *c };
+    }
+}
+
+/// False when `key` is surely in no map; true when it may be in one.
+///
+/// # Safety
+/// The caller holds the GIL.
+#[inline(always)]
+pub unsafe fn maybe_present(key: usize) -> bool {
+    // SAFETY: the index is inside the filter; GIL per caller.
+    unsafe { *filter().add(filter_index(key)) != 0 }
+}
+
+/// False when none of `key`, `key + 16` and `key + 32` can be in any map,
+/// with one load.
+///
+/// # Safety
+/// The caller holds the GIL.
+#[inline(always)]
+pub unsafe fn maybe_present_any3(key: usize) -> bool {
+    // SAFETY: filter_index < FILTER_BYTES and MIRROR bytes follow, so the
+    // four bytes are inside the filter; unaligned reads are allowed.
+    unsafe { filter().add(filter_index(key)).cast::<u32>().read_unaligned() & 0x00ff_ffff != 0 }
+}
+
 impl<V: Copy + Default> AddressMap<V> {
     pub const fn new() -> Self {
-        AddressMap(UnsafeCell::new(Table {
-            filter: std::ptr::null_mut(),
-            slots: std::ptr::null_mut(),
-            capacity: 0,
-            len: 0,
-            dropped: 0,
-        }))
+        AddressMap(UnsafeCell::new(Table { slots: std::ptr::null_mut(), capacity: 0, len: 0, dropped: 0 }))
     }
 
     /// Maps room for `capacity` (a power of two) slots. Called once at
@@ -76,14 +132,11 @@ impl<V: Copy + Default> AddressMap<V> {
         if !t.slots.is_null() {
             return true;
         }
-        // Zeroed memory is an empty filter followed by free slots (key 0);
-        // FILTER keeps the slots page-aligned.
-        let Some(base) = crate::sys::zeroed_mapping(FILTER + capacity * size_of::<Slot<V>>()) else {
+        // Zeroed memory is free slots (key 0).
+        let Some(base) = crate::sys::zeroed_mapping(capacity * size_of::<Slot<V>>()) else {
             return false;
         };
-        t.filter = base;
-        // SAFETY: the mapping holds FILTER bytes before the slots.
-        t.slots = unsafe { base.add(FILTER) }.cast();
+        t.slots = base.cast();
         t.capacity = capacity;
         true
     }
@@ -133,30 +186,13 @@ impl<V: Copy + Default> AddressMap<V> {
                 }
                 *t.slot(i) = Slot { key, value: V::default() };
                 t.len += 1;
-                let counter = t.counter(key);
-                *counter = counter.saturating_add(1);
+                // SAFETY: the GIL is held (caller).
+                unsafe { count_key(key, 1) };
                 i
             }
         };
         f(&mut t.slot(i).value);
         true
-    }
-
-    /// Removes `key` when its value `matches` (one lookup when the key is
-    /// absent, the common case).
-    ///
-    /// # Safety
-    /// The caller holds the GIL.
-    #[inline]
-    pub unsafe fn remove_if(&self, key: usize, matches: impl FnOnce(&V) -> bool) -> Option<V> {
-        // SAFETY: forwarded.
-        let t = unsafe { self.table() }?;
-        let i = t.find(key)?;
-        if !matches(&t.slot(i).value) {
-            return None;
-        }
-        // SAFETY: forwarded.
-        unsafe { self.remove(key) }
     }
 
     /// Removes `key`, returning its value. One probe when it is absent, the
@@ -168,31 +204,9 @@ impl<V: Copy + Default> AddressMap<V> {
     pub unsafe fn remove(&self, key: usize) -> Option<V> {
         // SAFETY: forwarded.
         let t = unsafe { self.table() }?;
-        let mut hole = t.find(key)?;
-        let value = t.slot(hole).value;
-        // Backward-shift deletion: move later entries of the run into the
-        // hole when their home position allows it.
-        let mask = t.capacity - 1;
-        let mut i = hole;
-        loop {
-            i = (i + 1) & mask;
-            let candidate = *t.slot(i);
-            if candidate.key == 0 {
-                break;
-            }
-            let h = home(candidate.key, t.capacity);
-            if hole.wrapping_sub(h) & mask <= i.wrapping_sub(h) & mask {
-                *t.slot(hole) = candidate;
-                hole = i;
-            }
-        }
-        *t.slot(hole) = Slot::default();
-        t.len -= 1;
-        let counter = t.counter(key);
-        if *counter != STUCK {
-            *counter -= 1;
-        }
-        Some(value)
+        let i = t.find(key)?;
+        // SAFETY: forwarded.
+        Some(unsafe { t.remove_at(i) })
     }
 
     /// Every entry.
@@ -223,10 +237,43 @@ impl<V: Copy + Default> AddressMap<V> {
             let key = t.slot(i).key;
             if key != 0 {
                 *t.slot(i) = Slot::default();
-                *t.counter(key) = 0;
+                // SAFETY: forwarded.
+                unsafe { count_key(key, -1) };
             }
         }
         t.len = 0;
+    }
+}
+
+impl<V: Copy + Default> Table<V> {
+    /// Empties slot `i` (which holds an entry) and returns its value.
+    ///
+    /// # Safety
+    /// The caller holds the GIL.
+    unsafe fn remove_at(&mut self, mut hole: usize) -> V {
+        let key = self.slot(hole).key;
+        let value = self.slot(hole).value;
+        // Backward-shift deletion: move later entries of the run into the
+        // hole when their home position allows it.
+        let mask = self.capacity - 1;
+        let mut i = hole;
+        loop {
+            i = (i + 1) & mask;
+            let candidate = *self.slot(i);
+            if candidate.key == 0 {
+                break;
+            }
+            let h = home(candidate.key, self.capacity);
+            if hole.wrapping_sub(h) & mask <= i.wrapping_sub(h) & mask {
+                *self.slot(hole) = candidate;
+                hole = i;
+            }
+        }
+        *self.slot(hole) = Slot::default();
+        self.len -= 1;
+        // SAFETY: GIL per caller.
+        unsafe { count_key(key, -1) };
+        value
     }
 }
 
@@ -239,15 +286,9 @@ impl<V> Table<V> {
     }
 
     #[inline(always)]
-    fn counter(&mut self, key: usize) -> &mut u8 {
-        // SAFETY: filter_index masks with FILTER - 1; the filter holds
-        // FILTER counters.
-        unsafe { &mut *self.filter.add(filter_index(key)) }
-    }
-
-    #[inline(always)]
     fn find(&mut self, key: usize) -> Option<usize> {
-        if self.len == 0 || *self.counter(key) == 0 {
+        // SAFETY: every map access holds the GIL (module invariant).
+        if self.len == 0 || !unsafe { maybe_present(key) } {
             return None;
         }
         let mut i = home(key, self.capacity);

@@ -36,18 +36,26 @@ pub enum Effect {
 pub struct Api {
     pub name: &'static str,
     pub effect: Effect,
+    /// Takes `...` (its arguments may be on the stack, and `al` counts the
+    /// vector registers): only the shadow-stack trampoline can follow it.
+    pub variadic: bool,
 }
 
 const fn new(name: &'static str) -> Api {
-    Api { name, effect: Effect::New }
+    Api { name, effect: Effect::New, variadic: false }
+}
+
+/// A variadic function returning a new reference.
+const fn new_va(name: &'static str) -> Api {
+    Api { name, effect: Effect::New, variadic: true }
 }
 
 const fn borrowed(name: &'static str, slot: Slot) -> Api {
-    Api { name, effect: Effect::Borrowed(slot) }
+    Api { name, effect: Effect::Borrowed(slot), variadic: false }
 }
 
 const fn steals(name: &'static str, slot: Slot) -> Api {
-    Api { name, effect: Effect::Steals(slot) }
+    Api { name, effect: Effect::Steals(slot), variadic: false }
 }
 
 /// Every followed function.
@@ -79,7 +87,7 @@ pub static APIS: &[Api] = &[
     // Text and bytes.
     new("PyUnicode_FromString"),
     new("PyUnicode_FromStringAndSize"),
-    new("PyUnicode_FromFormat"),
+    new_va("PyUnicode_FromFormat"),
     new("PyUnicode_FromFormatV"),
     new("PyUnicode_FromWideChar"),
     new("PyUnicode_FromKindAndData"),
@@ -99,12 +107,12 @@ pub static APIS: &[Api] = &[
     new("PyUnicode_Format"),
     new("PyBytes_FromString"),
     new("PyBytes_FromStringAndSize"),
-    new("PyBytes_FromFormat"),
+    new_va("PyBytes_FromFormat"),
     new("PyBytes_FromObject"),
     new("PyByteArray_FromStringAndSize"),
     // Containers.
     new("PyTuple_New"),
-    new("PyTuple_Pack"),
+    new_va("PyTuple_Pack"),
     new("PyTuple_GetSlice"),
     new("PyList_New"),
     new("PyList_GetSlice"),
@@ -128,20 +136,20 @@ pub static APIS: &[Api] = &[
     new("PyObject_GetItem"),
     new("PyObject_GetIter"),
     new("PyIter_Next"),
-    new("Py_BuildValue"),
-    new("_Py_BuildValue_SizeT"),
+    new_va("Py_BuildValue"),
+    new_va("_Py_BuildValue_SizeT"),
     new("Py_VaBuildValue"),
     // Calls, attributes, conversions.
     new("PyObject_Call"),
     new("PyObject_CallObject"),
     new("PyObject_CallNoArgs"),
     new("PyObject_CallOneArg"),
-    new("PyObject_CallFunction"),
-    new("_PyObject_CallFunction_SizeT"),
-    new("PyObject_CallMethod"),
-    new("_PyObject_CallMethod_SizeT"),
-    new("PyObject_CallFunctionObjArgs"),
-    new("PyObject_CallMethodObjArgs"),
+    new_va("PyObject_CallFunction"),
+    new_va("_PyObject_CallFunction_SizeT"),
+    new_va("PyObject_CallMethod"),
+    new_va("_PyObject_CallMethod_SizeT"),
+    new_va("PyObject_CallFunctionObjArgs"),
+    new_va("PyObject_CallMethodObjArgs"),
     new("PyObject_CallMethodNoArgs"),
     new("PyObject_CallMethodOneArg"),
     new("PyObject_Vectorcall"),

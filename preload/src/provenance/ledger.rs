@@ -57,6 +57,7 @@ pub fn init() -> bool {
 /// The caller holds the GIL (refcount calls are made with it).
 #[inline]
 pub unsafe fn note(object: usize, site: usize, delta: i64) {
-    // SAFETY: forwarded.
-    unsafe { LEDGER.update(object, |e| e.add(object, site, delta)) };
+    // SAFETY: forwarded; the object is alive (a refcount call is being made
+    // on it).
+    unsafe { LEDGER.update(super::key_of(object), |e| e.add(object, site, delta)) };
 }

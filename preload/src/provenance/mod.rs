@@ -35,12 +35,17 @@ pub fn enable(gil: bool) {
     if !gil || !tracked::init() || !ledger::init() || !assoc::init() {
         return;
     }
+    let sampling = crate::count::sample() > 1;
     for (k, api) in apis::APIS.iter().enumerate() {
         let c_name = std::ffi::CString::new(api.name).expect("API names have no NUL");
         // SAFETY: a valid C string; RTLD_DEFAULT finds the interpreter's
         // export (refwatch exports none of these names).
         let address = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c_name.as_ptr()) };
         trampolines::REAL[k].store(address as usize, Ordering::Relaxed);
+        // Sampling thins the following of fresh objects; borrowed and stolen
+        // references are always followed (one over-release is one too many).
+        let gated = sampling && api.effect == Effect::New;
+        trampolines::GATE[k].store(u8::from(gated), Ordering::Relaxed);
     }
     crate::python::liveness::install();
     ENABLED.store(true, Ordering::Release);
@@ -53,7 +58,23 @@ pub fn entry_for(name: &[u8]) -> Option<usize> {
         return None;
     }
     let k = apis::index_of(name)?;
-    (trampolines::REAL[k].load(Ordering::Relaxed) != 0).then(|| trampolines::entry(k))
+    (trampolines::REAL[k].load(Ordering::Relaxed) != 0).then(|| trampolines::entry(k, apis::APIS[k].variadic))
+}
+
+/// A followed call: which function, where from, its first three arguments.
+struct Call {
+    api: usize,
+    site: usize,
+    args: [usize; 3],
+}
+
+/// Called by call-through entry `api` after the real function returned
+/// `result`; `frame` holds the first three arguments, then the caller's
+/// return address.
+pub extern "C" fn on_call(result: usize, frame: *const [usize; 4], api: usize) {
+    // SAFETY: the entry passes its own stack slots, written just before.
+    let [a, b, c, site] = unsafe { *frame };
+    record(&Call { api, site, args: [a, b, c] }, result);
 }
 
 /// Called by `refwatch_prov_return` when hooked function returns `result`
@@ -72,7 +93,7 @@ pub extern "C" fn on_return(result: usize, stack_pointer: usize) -> usize {
     let frame = shadow.frames[i];
     shadow.frames.copy_within(i + 1..depth, i);
     shadow.depth = depth - 1;
-    record(&frame, result);
+    record(&Call { api: frame.entry, site: frame.return_address, args: frame.args }, result);
     frame.return_address
 }
 
@@ -84,16 +105,15 @@ fn lost_return_address() -> ! {
 }
 
 /// A followed call returned `result` to the extension.
-#[inline]
-fn record(frame: &trampolines::Frame, result: usize) {
-    let site = frame.return_address;
-    match apis::APIS[frame.entry].effect {
-        Effect::New => record_new(frame.entry, result, site),
+#[inline(always)]
+fn record(call: &Call, result: usize) {
+    match apis::APIS[call.api].effect {
+        Effect::New => record_new(call, result),
         // A NULL result is an error: nothing was lent.
-        Effect::Borrowed(slot) if result != 0 => associate(result, frame, slot, false),
+        Effect::Borrowed(slot) if result != 0 => associate(result, call, slot, false),
         // The reference is stolen whatever the outcome (a failing call
         // releases it); only a success leaves it in the container.
-        Effect::Steals(slot) if result == 0 => associate(frame.args[2], frame, slot, true),
+        Effect::Steals(slot) if result == 0 => associate(call.args[2], call, slot, true),
         _ => {}
     }
 }
@@ -102,7 +122,15 @@ fn record(frame: &trampolines::Frame, result: usize) {
 /// pointer, whatever a caller passed.
 const LOWEST_OBJECT: usize = 0x10000;
 
-fn record_new(api: usize, result: usize, site: usize) {
+#[inline(always)]
+fn record_new(call: &Call, result: usize) {
+    // With sampling, the entry's gate let this call through: one in N on
+    // average is followed (leaks that grow are still found; their counts are
+    // estimates). The gap to the next one is drawn here.
+    if trampolines::GATE[call.api].load(Ordering::Relaxed) != 0 {
+        // SAFETY: the shadow block is this thread's own TLS.
+        unsafe { (*trampolines::shadow()).countdown = crate::count::next_gap() };
+    }
     if result < LOWEST_OBJECT {
         return;
     }
@@ -112,39 +140,38 @@ fn record_new(api: usize, result: usize, site: usize) {
     if refcount != 1 {
         return; // cached, interned or shared: not created for this caller
     }
-    // With sampling, one fresh object in N is followed (leaks that grow are
-    // still found; their counts are estimates).
-    if !crate::count::record(site, crate::count::Kind::New) {
-        return;
-    }
+    let site = call.site;
+    crate::count::bump(site, crate::count::Kind::New);
     // SAFETY: the object's type is alive while the object is.
     let pre_header = unsafe { layout::pre_header(type_object) } as u32;
-    let origin = Origin { site, type_object, api: api as u32, pre_header };
+    let origin = Origin { site, type_object, api: call.api as u32, pre_header };
     // SAFETY: new-reference APIs are called with the GIL held, which is the
     // table's invariant.
-    unsafe { TRACKED.update(result, |o| *o = origin) };
+    unsafe { TRACKED.update(result - pre_header as usize, |o| *o = origin) };
 }
 
-/// Remembers that `object` sits in the container of `frame`'s call.
-fn associate(object: usize, frame: &trampolines::Frame, slot: apis::Slot, stolen: bool) {
-    let container = frame.args[0];
+/// Remembers that `object` sits in the container of `call`.
+fn associate(object: usize, call: &Call, slot: apis::Slot, stolen: bool) {
+    let container = call.args[0];
     if object < LOWEST_OBJECT || container < LOWEST_OBJECT {
         return;
     }
     // SAFETY: the call just succeeded on this container, so it is a live
-    // object; calls that lend or steal run with the GIL held.
+    // object, as is the object it lent or took; calls that lend or steal run
+    // with the GIL held.
     unsafe {
+        let pre_header = layout::pre_header(layout::type_of(object)) as u32;
         let association = assoc::Association {
             container,
             container_type: layout::type_of(container),
-            index: frame.args[1],
-            site: frame.return_address,
-            api: frame.entry as u32,
+            index: call.args[1],
+            site: call.site,
+            api: call.api as u32,
             slot: assoc::Association::slot_number(slot),
             stolen,
-            pre_header: layout::pre_header(layout::type_of(object)) as u32,
+            pre_header,
         };
-        assoc::ASSOC.update(object, |a| *a = association);
+        assoc::ASSOC.update(object - pre_header as usize, |a| *a = association);
     }
 }
 
@@ -162,22 +189,42 @@ pub unsafe fn visible_refcount(object: usize, site: usize, delta: i64) {
     }
 }
 
+/// The key of a live object in provenance's maps: the start of its memory
+/// block, which is what the allocator frees.
+///
+/// # Safety
+/// `object` is a live object.
+#[inline(always)]
+pub unsafe fn key_of(object: usize) -> usize {
+    // SAFETY: caller's contract; a live object's type is alive.
+    object - unsafe { layout::pre_header(layout::type_of(object)) }
+}
+
 /// An object is being freed: stop following it.
 ///
 /// # Safety
-/// The caller holds the GIL (deallocation runs with it).
+/// The caller holds the GIL (deallocation runs with it) and `object` is
+/// still readable.
 #[inline]
 pub unsafe fn forget(object: usize) {
-    if ENABLED.load(Ordering::Relaxed) {
+    // The block starts 0, 16 or 32 bytes before the object: one filter load
+    // answers for all three before the type is read.
+    // SAFETY: forwarded (GIL held).
+    if ENABLED.load(Ordering::Relaxed) && unsafe { address_map::maybe_present_any3(object - 32) } {
         // SAFETY: forwarded.
-        unsafe {
-            TRACKED.remove(object);
-            ledger::LEDGER.remove(object);
-            if let Some(association) = assoc::ASSOC.remove(object) {
-                crate::findings::overrelease::freed(object, &association);
-            }
-        }
+        unsafe { forget_block(key_of(object)) };
     }
+}
+
+/// False when the memory block at `block` surely holds no object followed
+/// here (most freed blocks): one load.
+///
+/// # Safety
+/// The caller holds the GIL.
+#[inline(always)]
+pub unsafe fn maybe_followed_block(block: usize) -> bool {
+    // SAFETY: forwarded. The filter only has entries once following is on.
+    unsafe { address_map::maybe_present(block) }
 }
 
 /// The memory block at `block` was freed: forget the object it held.
@@ -185,8 +232,10 @@ pub unsafe fn forget(object: usize) {
 /// # Safety
 /// The caller holds the GIL.
 pub unsafe fn block_freed(block: usize) {
-    // SAFETY: forwarded.
-    unsafe { block_object(block) };
+    if ENABLED.load(Ordering::Relaxed) && block != 0 {
+        // SAFETY: forwarded.
+        unsafe { forget_block(block) };
+    }
 }
 
 /// The memory block at `from` was moved to `to` by `realloc` (a resized
@@ -195,43 +244,33 @@ pub unsafe fn block_freed(block: usize) {
 /// # Safety
 /// The caller holds the GIL.
 pub unsafe fn block_moved(from: usize, to: usize) {
+    // SAFETY: the caller holds the GIL.
+    if !ENABLED.load(Ordering::Relaxed) || !unsafe { address_map::maybe_present(from) } {
+        return;
+    }
     // SAFETY: forwarded.
-    if let Some(origin) = unsafe { block_object(from) } {
+    if let Some(origin) = unsafe { forget_block(from) } {
         // SAFETY: forwarded.
-        unsafe { TRACKED.update(to + origin.pre_header as usize, |o| *o = origin) };
+        unsafe { TRACKED.update(to, |o| *o = origin) };
     }
 }
 
-/// Stops following the object that starts its block at `block`: the one
-/// whose pre-header puts it there (an object at another offset belongs to
-/// a neighbouring block). Returns its origin if it was followed.
+/// Stops following the object in the memory block at `block`; returns its
+/// origin if it was followed.
 ///
 /// # Safety
 /// The caller holds the GIL.
-unsafe fn block_object(block: usize) -> Option<Origin> {
-    if !ENABLED.load(Ordering::Relaxed) {
-        return None;
-    }
-    let mut origin = None;
-    for offset in PRE_HEADERS {
-        let object = block + offset;
-        let here = offset as u32;
-        // SAFETY: forwarded (the maps are GIL-serialized).
-        unsafe {
-            if let Some(o) = TRACKED.remove_if(object, |o| o.pre_header == here) {
-                origin = Some(o);
-            }
-            ledger::LEDGER.remove_if(object, |e| e.pre_header == here);
-            if let Some(association) = assoc::ASSOC.remove_if(object, |a| a.pre_header == here) {
-                crate::findings::overrelease::freed(object, &association);
-            }
+#[inline(never)]
+unsafe fn forget_block(block: usize) -> Option<Origin> {
+    // SAFETY: forwarded (the maps are GIL-serialized).
+    unsafe {
+        ledger::LEDGER.remove(block);
+        if let Some(association) = assoc::ASSOC.remove(block) {
+            crate::findings::overrelease::freed(block + association.pre_header as usize, &association);
         }
+        TRACKED.remove(block)
     }
-    origin
 }
-
-/// The pre-header sizes an object can have (`layout::pre_header`).
-const PRE_HEADERS: [usize; 3] = [0, 16, 32];
 
 /// In a forked child: follow only what the child creates.
 pub fn reset_after_fork() {

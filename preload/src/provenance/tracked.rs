@@ -1,5 +1,5 @@
 //! The objects refwatch follows: every fresh object a watched extension
-//! received from a new-reference call, by address, with where it came from.
+//! received from a new-reference call, by memory block, with where it came from.
 //! GIL-serialized, like every `AddressMap`.
 
 use super::address_map::AddressMap;

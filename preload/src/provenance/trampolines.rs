@@ -1,26 +1,37 @@
-//! x86_64 trampolines that see what a C-API function returns, for any
-//! signature (variadic ones included), without touching its arguments.
+//! x86_64 trampolines that see what a C-API function returns, in two
+//! families (the GOT patcher picks one per function, `apis::Api::variadic`):
 //!
-//! Entry `k` (patched into GOT slots of hooked function `k`): pushes the
-//! caller's return address, `k`, the stack pointer and the first three
-//! argument registers onto a per-thread shadow stack, replaces the return address with `refwatch_prov_return`, and
-//! jumps to the real function. It only uses `r10` and `r11`, which carry no
-//! arguments in the SysV ABI (`rax` carries the vector-register count of a
-//! variadic call and is left alone). When the shadow stack is full it just
-//! jumps to the real function (that call is not followed).
+//! * Call-through entry `k` (fixed-arity functions, whose arguments are all
+//!   in registers): keeps the first three argument registers on the stack,
+//!   calls the real function, hands the result, those arguments and the
+//!   caller's return address to [`super::on_call`], and returns. An ordinary
+//!   frame, with CFI for unwinders, that keeps the CPU's return predictions
+//!   intact: most followed calls take this path.
+//! * Shadow entry `k` (variadic functions, which may have arguments on the
+//!   stack and `al` set): pushes the caller's return address, `k`, the stack
+//!   pointer and the first three argument registers onto a per-thread shadow
+//!   stack, replaces the return address with `refwatch_prov_return`, and
+//!   jumps to the real function. It only uses `r10` and `r11`, which carry no
+//!   arguments in the SysV ABI. When the shadow stack is full it just jumps
+//!   to the real function (that call is not followed).
+//!   `refwatch_prov_return` (where the real function returns to) saves the
+//!   return registers (`rax`, `rdx`, `xmm0`, `xmm1`), hands the result and
+//!   the entry's stack pointer to [`super::on_return`], which pops the
+//!   matching shadow entry (matched by stack pointer, not order: greenlets
+//!   switch C stacks inside calls) and returns the caller's address,
+//!   restores the registers and jumps back to the caller.
 //!
-//! `refwatch_prov_return` (where the real function returns to): saves the
-//! return registers (`rax`, `rdx`, `xmm0`, `xmm1`), hands the result and the
-//! entry's stack pointer to [`super::on_return`], which pops the matching
-//! shadow entry (matched by stack pointer, not order: greenlets switch C
-//! stacks inside calls) and returns the caller's address, restores the
-//! registers and jumps back to the caller.
+//! Sampling gate: when `GATE[k]` is set (new-reference functions under
+//! `REFWATCH_SAMPLE`), either entry first counts down the thread's
+//! `Shadow::countdown` and, while it stays above zero, jumps straight to the
+//! real function: a call that is not sampled costs a few instructions and
+//! leaves no frame. A followed call sets the next gap (`super::record`).
 //!
 //! The shadow stack is a TLS block of refwatch's own, reached with the
 //! initial-exec model (`fs`-relative, no call): refwatch is loaded at start-up
 //! by LD_PRELOAD, so its TLS is in the static block.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU8, AtomicUsize};
 
 /// Entries in the trampoline table: at least `apis::APIS.len()`.
 pub const ENTRIES: usize = 192;
@@ -29,6 +40,10 @@ pub const DEPTH: usize = 64;
 
 /// The real function behind entry `k`; written at start, before patching.
 pub static REAL: [AtomicUsize; ENTRIES] = [const { AtomicUsize::new(0) }; ENTRIES];
+
+/// Non-zero for entries whose calls are sampled; written at start, before
+/// patching.
+pub static GATE: [AtomicU8; ENTRIES] = [const { AtomicU8::new(0) }; ENTRIES];
 
 /// One call in flight.
 #[repr(C)]
@@ -48,6 +63,8 @@ pub struct Frame {
 #[repr(C)]
 pub struct Shadow {
     pub depth: usize,
+    /// Sampled calls left until the next followed one (0 or 1: follow).
+    pub countdown: u64,
     pub frames: [Frame; DEPTH],
 }
 
@@ -57,15 +74,62 @@ core::arch::global_asm!(
     ".p2align 4",
     ".hidden refwatch_shadow",
     ".type refwatch_shadow,@object",
-    ".size refwatch_shadow, 8 + 48 * {depth}",
+    ".size refwatch_shadow, 16 + 48 * {depth}",
     "refwatch_shadow:",
-    ".zero 8 + 48 * {depth}",
+    ".zero 16 + 48 * {depth}",
     ".text",
-    // Entry k, one per hooked function, 128 bytes apart.
+    // The sampling gate: falls through to label 1 to follow the call, jumps
+    // to label 2 (straight to the real function) to let it pass.
+    ".macro refwatch_gate k",
+    "cmp byte ptr [rip + {gate} + \\k], 0",
+    "je 1f",
+    "mov r11, qword ptr [rip + refwatch_shadow@GOTTPOFF]",
+    "sub qword ptr fs:[r11 + 8], 1",
+    "ja 2f",
+    "1:",
+    ".endm",
+    // Call-through entry k, one per hooked fixed-arity function.
     ".irp k,0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64,65,66,67,68,69,70,71,72,73,74,75,76,77,78,79,80,81,82,83,84,85,86,87,88,89,90,91,92,93,94,95,96,97,98,99,100,101,102,103,104,105,106,107,108,109,110,111,112,113,114,115,116,117,118,119,120,121,122,123,124,125,126,127,128,129,130,131,132,133,134,135,136,137,138,139,140,141,142,143,144,145,146,147,148,149,150,151,152,153,154,155,156,157,158,159,160,161,162,163,164,165,166,167,168,169,170,171,172,173,174,175,176,177,178,179,180,181,182,183,184,185,186,187,188,189,190,191",
-    ".p2align 7",
+    ".p2align 6",
+    ".hidden refwatch_prov_call_\\k",
+    ".type refwatch_prov_call_\\k,@function",
+    "refwatch_prov_call_\\k:",
+    ".cfi_startproc",
+    "refwatch_gate \\k",
+    "push rdx",
+    ".cfi_adjust_cfa_offset 8",
+    "push rsi",
+    ".cfi_adjust_cfa_offset 8",
+    "push rdi",
+    ".cfi_adjust_cfa_offset 8",
+    "call qword ptr [rip + {real} + 8 * \\k]",
+    // on_call(result, [rdi, rsi, rdx, return address], k); rax kept.
+    "mov rdi, rax",
+    "mov rsi, rsp",
+    "mov edx, \\k",
+    "push rax",
+    ".cfi_adjust_cfa_offset 8",
+    "sub rsp, 8",
+    ".cfi_adjust_cfa_offset 8",
+    "call {on_call}",
+    "add rsp, 8",
+    ".cfi_adjust_cfa_offset -8",
+    "pop rax",
+    ".cfi_adjust_cfa_offset -8",
+    "add rsp, 24",
+    ".cfi_adjust_cfa_offset -24",
+    "ret",
+    "2:",
+    "jmp qword ptr [rip + {real} + 8 * \\k]",
+    ".cfi_endproc",
+    ".size refwatch_prov_call_\\k, . - refwatch_prov_call_\\k",
+    ".endr",
+    // Shadow entry k, one per hooked variadic function.
+    ".irp k,0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64,65,66,67,68,69,70,71,72,73,74,75,76,77,78,79,80,81,82,83,84,85,86,87,88,89,90,91,92,93,94,95,96,97,98,99,100,101,102,103,104,105,106,107,108,109,110,111,112,113,114,115,116,117,118,119,120,121,122,123,124,125,126,127,128,129,130,131,132,133,134,135,136,137,138,139,140,141,142,143,144,145,146,147,148,149,150,151,152,153,154,155,156,157,158,159,160,161,162,163,164,165,166,167,168,169,170,171,172,173,174,175,176,177,178,179,180,181,182,183,184,185,186,187,188,189,190,191",
+    ".p2align 6",
     ".hidden refwatch_prov_entry_\\k",
     "refwatch_prov_entry_\\k:",
+    "refwatch_gate \\k",
     "mov r11, qword ptr [rip + refwatch_shadow@GOTTPOFF]",
     "add r11, qword ptr fs:[0]",
     "mov r10, qword ptr [r11]",
@@ -73,7 +137,7 @@ core::arch::global_asm!(
     "jae 2f",
     "lea r10, [r10 + r10 * 2]",
     "shl r10, 4",
-    "lea r10, [r11 + r10 + 8]",
+    "lea r10, [r11 + r10 + 16]",
     "push qword ptr [rsp]",
     "pop qword ptr [r10]",
     "mov qword ptr [r10 + 8], \\k",
@@ -87,6 +151,7 @@ core::arch::global_asm!(
     "2:",
     "jmp qword ptr [rip + {real} + 8 * \\k]",
     ".endr",
+    ".purgem refwatch_gate",
     // The common return stub. On arrival rsp = entry rsp + 8, 16-byte aligned.
     ".p2align 4",
     ".hidden refwatch_prov_return",
@@ -117,6 +182,12 @@ core::arch::global_asm!(
     // The entries' addresses, for the GOT patcher.
     ".section .data.rel.ro,\"aw\"",
     ".p2align 3",
+    ".globl refwatch_prov_calls",
+    ".hidden refwatch_prov_calls",
+    "refwatch_prov_calls:",
+    ".irp k,0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64,65,66,67,68,69,70,71,72,73,74,75,76,77,78,79,80,81,82,83,84,85,86,87,88,89,90,91,92,93,94,95,96,97,98,99,100,101,102,103,104,105,106,107,108,109,110,111,112,113,114,115,116,117,118,119,120,121,122,123,124,125,126,127,128,129,130,131,132,133,134,135,136,137,138,139,140,141,142,143,144,145,146,147,148,149,150,151,152,153,154,155,156,157,158,159,160,161,162,163,164,165,166,167,168,169,170,171,172,173,174,175,176,177,178,179,180,181,182,183,184,185,186,187,188,189,190,191",
+    ".quad refwatch_prov_call_\\k",
+    ".endr",
     ".globl refwatch_prov_entries",
     ".hidden refwatch_prov_entries",
     "refwatch_prov_entries:",
@@ -126,18 +197,28 @@ core::arch::global_asm!(
     ".text",
     depth = const DEPTH,
     real = sym REAL,
+    gate = sym GATE,
+    on_call = sym super::on_call,
     on_return = sym super::on_return,
 );
 
 unsafe extern "C" {
+    static refwatch_prov_calls: [usize; ENTRIES];
     static refwatch_prov_entries: [usize; ENTRIES];
     fn refwatch_shadow_address() -> *mut Shadow;
 }
 
-/// The address GOT slots of hooked function `k` are pointed at.
-pub fn entry(k: usize) -> usize {
-    // SAFETY: a read-only table of ENTRIES addresses defined above.
-    unsafe { refwatch_prov_entries[k] }
+/// The address GOT slots of hooked function `k` are pointed at: its
+/// shadow entry when it is variadic, else its call-through entry.
+pub fn entry(k: usize, variadic: bool) -> usize {
+    // SAFETY: read-only tables of ENTRIES addresses defined above.
+    unsafe {
+        if variadic {
+            refwatch_prov_entries[k]
+        } else {
+            refwatch_prov_calls[k]
+        }
+    }
 }
 
 /// The calling thread's shadow stack.

@@ -152,14 +152,29 @@ mod allocator {
         }
     }
 
-    unsafe extern "C" fn free(_: *mut c_void, block: *mut c_void) {
+    /// Every free of an object's memory in the process: one filter load,
+    /// then straight on to the original (no frame of its own).
+    unsafe extern "C" fn free(ctx: *mut c_void, block: *mut c_void) {
+        // SAFETY: the object allocator runs with the GIL held.
+        if unsafe { provenance::maybe_followed_block(block as usize) } {
+            // SAFETY: forwarded.
+            return unsafe { free_followed(ctx, block) };
+        }
         let o = original();
-        // SAFETY: the object allocator runs with the GIL held; then the
-        // original free with its own context.
+        // SAFETY: the original free with its own context.
         unsafe {
-            if !block.is_null() {
-                provenance::block_freed(block as usize);
+            if let Some(f) = o.free {
+                f(o.ctx, block)
             }
+        }
+    }
+
+    #[inline(never)]
+    unsafe extern "C" fn free_followed(_: *mut c_void, block: *mut c_void) {
+        let o = original();
+        // SAFETY: as in `free`: GIL held, then the original free.
+        unsafe {
+            provenance::block_freed(block as usize);
             if let Some(f) = o.free {
                 f(o.ctx, block)
             }
