@@ -2,6 +2,8 @@
 //! refcount leak fixed in a later release, pinned to the buggy release and
 //! built from sdist with `-g`. refwatch names the buggy lines; the fixed
 //! release gives no finding in the package's files.
+//!
+//! ujson 5.12.0 (fixed in 5.12.1) and cbor2 5.8.0 (fixed in 5.9.0).
 
 mod common;
 
@@ -56,12 +58,16 @@ fn ujson(py: &Python, version: &str) -> Result<Built, String> {
     Ok(Built { dir, module: "ujson".into(), source: Default::default() })
 }
 
+fn selected(labels: &[&str]) -> Vec<&'static Python> {
+    let selected: Vec<&Python> = pythons().iter().filter(|p| labels.contains(&p.label.as_str())).collect();
+    assert!(!selected.is_empty(), "none of {labels:?} is present");
+    selected
+}
+
 #[test]
 fn ujson_5_12_0_leaks_are_named_and_5_12_1_is_clean() {
-    let selected: Vec<&Python> = pythons().iter().filter(|p| LABELS.contains(&p.label.as_str())).collect();
-    assert!(!selected.is_empty(), "none of {LABELS:?} is present");
     let mut failures = Vec::new();
-    for py in selected {
+    for py in selected(LABELS) {
         let check = || -> Result<(), String> {
             let buggy = ujson(py, "5.12.0")?;
             let fixed = ujson(py, "5.12.1")?;
@@ -79,6 +85,60 @@ fn ujson_5_12_0_leaks_are_named_and_5_12_1_is_clean() {
         };
         match check() {
             Ok(()) => loud(&format!("ujson leak check passed on {}", py.label)),
+            Err(e) => failures.push(format!("[{}] {e}", py.label)),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// cbor2 5.8.0 leaks (fixed in 5.9.0: "Fixed two reference/memory leaks in
+/// the C extension's long string decoder"): decode_definite_long_string
+/// decodes a text string longer than 65536 bytes in chunks and joins them
+/// with PyUnicode_Concat (decoder.c:904), then replaces the previous result
+/// with the joined one without releasing it. A string of four chunks leaves
+/// two joined strings behind per decode, named at the line that created
+/// them. (The first chunk's string, from PyUnicode_DecodeUTF8Stateful, leaks
+/// too; that function is not followed.) `_cbor2.loads` is the C decoder
+/// itself: it fails loudly should the extension be missing.
+const CBOR2_DRIVER: &str = r#"
+import cbor2, _cbor2
+
+text = "caf\u00e9 " * 40000
+data = cbor2.dumps(text)
+for i in range(30):
+    assert _cbor2.loads(data) == text
+print("ok")
+"#;
+
+/// Shared and static libpython, release and debug with the reference tracer
+/// (it passes on all of LABELS; three keep the cold build time down).
+const CBOR2_LABELS: &[&str] = &["3.12", "deb-3.11", "3.13d-trace"];
+
+fn cbor2(py: &Python, version: &str) -> Result<Built, String> {
+    let dir = pypi::build(py, "cbor2", version, &[("CBOR2_BUILD_C_EXTENSION", "1")])?;
+    Ok(Built { dir, module: "_cbor2".into(), source: Default::default() })
+}
+
+#[test]
+fn cbor2_5_8_0_leak_is_named_and_5_9_0_is_clean() {
+    let mut failures = Vec::new();
+    for py in selected(CBOR2_LABELS) {
+        let check = || -> Result<(), String> {
+            let buggy = cbor2(py, "5.8.0")?;
+            let fixed = cbor2(py, "5.9.0")?;
+            let r = run(py, &[&buggy], CBOR2_DRIVER, Agent::Json(&[]));
+            ensure!(r.stdout == "ok\n", "driver: {}", r.describe());
+            let want: BTreeSet<(String, u32)> = [("decode_definite_long_string".to_string(), 904)].into();
+            let got = leak_lines(&r, "/source/decoder.c")?;
+            ensure!(got == want, "cbor2 5.8.0: leaks named {got:?}, want {want:?}");
+            let r = run(py, &[&fixed], CBOR2_DRIVER, Agent::Json(&[]));
+            ensure!(r.stdout == "ok\n", "driver: {}", r.describe());
+            let got = leak_lines(&r, ".c")?;
+            ensure!(got.is_empty(), "cbor2 5.9.0 is fixed, yet: {got:?}");
+            Ok(())
+        };
+        match check() {
+            Ok(()) => loud(&format!("cbor2 leak check passed on {}", py.label)),
             Err(e) => failures.push(format!("[{}] {e}", py.label)),
         }
     }
