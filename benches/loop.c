@@ -1,6 +1,6 @@
 /* Benchmark extension: a refcount-heavy loop in which the extension's own
- * work dominates, and a call microbenchmark of explicit Py_IncRef/Py_DecRef
- * through the (patched) GOT. */
+ * work dominates, a call microbenchmark of explicit Py_IncRef/Py_DecRef
+ * through the (patched) GOT, and many fresh objects kept alive. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -55,9 +55,32 @@ calls(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* A list of n fresh ints (PyLong_FromLong results, none of them cached small
+ * ints), every one created here and kept alive by the list. */
+static PyObject *
+fresh_ints(PyObject *self, PyObject *arg)
+{
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *list = PyList_New(n);
+    if (list == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyLong_FromLong(1000 + (long)i);
+        if (item == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+}
+
 static PyMethodDef methods[] = {
     {"work", work, METH_O, NULL},
     {"calls", calls, METH_VARARGS, NULL},
+    {"fresh_ints", fresh_ints, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,39 +1,140 @@
-"""Benchmark workloads, run as `python workloads.py NAME`; each prints the
-seconds its timed part took (start-up excluded)."""
+"""Benchmark workloads, run as `python workloads.py NAME`. Each imports what
+it uses first (as users do), then prints `BENCH_SECONDS=<s>`, the seconds its
+timed part took (start-up and imports excluded), and `BENCH_HWM_KIB=<k>`, its
+peak RSS so far (before anything runs at exit). REFWATCH_BENCH_SCALE (default
+1) scales the iteration counts; 0 runs only the imports (the start-up
+baseline subtracted from instruction counts)."""
+import importlib
+import os
 import sys
 import time
 
+SCALE = float(os.environ.get("REFWATCH_BENCH_SCALE", "1"))
+LOOP_CALLS = 3_000_000  # benchloop.work calls (loop; threads share them out)
+PYTHON_STEPS = 1_500_000  # Python-level operations (pure, mixed)
+CODEC_EVERY = 100  # mixed: one C codec round trip every this many operations
+CODEC_ROUNDS = 30_000  # ujson round trips of a document of a few KB
+CALL_PAIRS = 20_000_000  # explicit Py_IncRef + Py_DecRef pairs
+LIVE_OBJECTS = 1_000_000  # live1m: fresh ints kept alive (not scaled)
+THREADS = 4
+KEPT = []  # live1m's objects, alive until exit
 
-def pure_python():
-    # Dicts, lists, strings, a little arithmetic: no watched extension.
-    data = []
-    total = 0
-    for i in range(1_500_000):
-        d = {"id": i, "name": "item%d" % i, "tags": [i % 7, i % 11]}
-        data.append(d)
-        if len(data) >= 1000:
-            total += sum(x["tags"][0] for x in data if x["id"] % 3)
-            data = []
+
+def scaled(n):
+    return int(n * SCALE)
+
+
+def user(i):
+    """One record of a realistic document: nested dicts, lists, strings,
+    numbers, a bool, a null, a string with escapes and non-ASCII."""
+    return {
+        "id": 1000 + i,
+        "name": f"User Name {i}",
+        "email": f"user{i}@example.com",
+        "active": i % 3 != 0,
+        "score": 12.5 + i * 0.37,
+        "balance": -1234 + i * 17,
+        "tags": ["alpha", "beta", "gamma"][: 1 + i % 3],
+        "address": {"street": f"{i} Main Street", "city": "Springfield", "zip": f"{10000 + i}",
+                    "geo": [40.7128 + i / 1000, -74.006]},
+        "note": 'line one\nline "two" caf\u00e9',
+        "parent": None,
+    }
+
+
+def document(users):
+    return {"page": 1, "total": users, "generated": "2024-05-01T12:00:00Z",
+            "users": [user(i) for i in range(users)]}
+
+
+def python_step(i, data):
+    """One Python-level operation on dicts and lists, strings, a little
+    arithmetic; every 1000th also sums and empties the batch."""
+    data.append({"id": i, "name": "item%d" % i, "tags": [i % 7, i % 11]})
+    if len(data) < 1000:
+        return 0
+    total = sum(x["tags"][0] for x in data if x["id"] % 3)
+    data.clear()
     return total
 
 
-def refcount_loop():
+def pure_python():
+    data = []
+    total = 0
+    for i in range(scaled(PYTHON_STEPS)):
+        total += python_step(i, data)
+    return total
+
+
+def mixed():
+    import benchcodec
+    doc = document(1)
+    data = []
+    total = 0
+    for i in range(scaled(PYTHON_STEPS)):
+        total += python_step(i, data)
+        if i % CODEC_EVERY == 0:
+            total += len(benchcodec.loads(benchcodec.dumps(doc)))
+    return total
+
+
+def work_calls(n):
     import benchloop
-    for i in range(3_000_000):
+    for i in range(n):
         benchloop.work(i)
+
+
+def refcount_loop():
+    work_calls(scaled(LOOP_CALLS))
+
+
+def threads():
+    import threading
+    workers = [threading.Thread(target=work_calls, args=(scaled(LOOP_CALLS) // THREADS,)) for _ in range(THREADS)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+
+
+def ujson_codec():
+    import ujson
+    doc = document(12)
+    for _ in range(scaled(CODEC_ROUNDS)):
+        ujson.loads(ujson.dumps(doc))
 
 
 def calls():
     import benchloop
-    benchloop.calls([], 20_000_000)
+    benchloop.calls([], scaled(CALL_PAIRS))
 
 
-WORKLOADS = {"pure": pure_python, "loop": refcount_loop, "calls": calls}
+def live_objects():
+    import benchloop
+    KEPT.append(benchloop.fresh_ints(LIVE_OBJECTS))
+
+
+# name: (function, modules imported before timing)
+WORKLOADS = {
+    "pure": (pure_python, ()),
+    "mixed": (mixed, ("benchcodec",)),
+    "loop": (refcount_loop, ("benchloop",)),
+    "ujson": (ujson_codec, ("ujson",)),
+    "threads": (threads, ("benchloop", "threading")),
+    "calls": (calls, ("benchloop",)),
+    "live1m": (live_objects, ("benchloop",)),
+}
+
+def peak_rss_kib():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
 
 if __name__ == "__main__":
-    fn = WORKLOADS[sys.argv[1]]
-    if sys.argv[1] != "pure":
-        import benchloop  # noqa: F401 - loaded before timing, as users import
+    fn, modules = WORKLOADS[sys.argv[1]]
+    for name in modules:
+        importlib.import_module(name)
     t = time.perf_counter()
     fn()
-    print(f"{time.perf_counter() - t:.6f}")
+    print(f"BENCH_SECONDS={time.perf_counter() - t:.6f}")
+    print(f"BENCH_HWM_KIB={peak_rss_kib()}")
