@@ -39,6 +39,10 @@ const BAD: &[(&str, &str)] = &[
     ("k(m.give_then_drop())", "over-stolen"),
     ("m.give_to_list_then_drop(k([None]))", "over-stolen-list"),
     ("m.add_then_drop('attr%d' % i)", "over-module"),
+    ("k(m.build_then_drop())", "over-build"),
+    // Called with a tuple the driver keeps: CPython passes an exact tuple on
+    // to a METH_VARARGS function as it is.
+    ("m.drop_parsed(*k((i, [i])))", "over-parsed"),
 ];
 
 #[test]
@@ -78,7 +82,8 @@ fn correct_look_alikes_give_nothing() {
     on_every_python("look-alikes", |py| {
         let built = fixture_for(py);
         let calls = "m.use_list_item(k([[i]])); m.take_and_remove(k([[i]])); k(m.give_after_own_ref()); \
-                     m.add_own_ref_then_drop('ok%d' % i)";
+                     m.add_own_ref_then_drop('ok%d' % i); k(m.build_o_then_drop()); \
+                     m.own_parsed(*k((i, [i])))";
         let r = run(py, &[&built], &driver(calls), Agent::Json(&[]));
         ensure!(r.stdout == "done\n", "{}", r.describe());
         let (findings, _) = r.summary_findings()?;
@@ -201,6 +206,33 @@ fn a_release_that_does_not_free_is_found_when_the_object_dies_in_its_container()
                 && f.evidence.contains("still points"),
             "expected an origin finding at overrelease.c:{line}: {f:#?}"
         );
+        Ok(())
+    });
+}
+
+/// A program that corrupts its heap and still ends cleanly (nothing touches
+/// the dangling pointer) ends cleanly under refwatch too: the walk of the
+/// heap for the summary (made because a followed object is alive) crashes
+/// in a copy of the process, not in it.
+#[test]
+fn a_walk_of_a_corrupt_heap_crashes_a_copy_not_the_program() {
+    on_every_python("corrupt heap", |py| {
+        let built = fixture_for(py);
+        let code = "import overrelease as m, os, sys\n\
+                    keep = [bytes(1 << 22), m.build_o_then_drop()]\n\
+                    m.drop_item_unseen(keep)\n\
+                    print('done'); sys.stdout.flush()\n\
+                    os._exit(3)\n";
+        let bare = run(py, &[&built], code, Agent::Off);
+        ensure!(bare.stdout == "done\n" && bare.status.code() == Some(3), "bare: {}", bare.describe());
+        let r = run(py, &[&built], code, Agent::Json(&[]));
+        ensure!(r.stdout == "done\n" && r.status.code() == Some(3), "under refwatch: {}", r.describe());
+        ensure!(
+            r.stderr.contains("crashed (signal 11) in a copy of the process"),
+            "the crash of the copy is told: {}",
+            r.describe()
+        );
+        ensure!(r.summary(None).is_some(), "the summary is still written: {}", r.describe());
         Ok(())
     });
 }

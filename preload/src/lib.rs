@@ -16,6 +16,7 @@ mod count;
 mod findings;
 mod hooks;
 mod interpose;
+mod isolate;
 mod lifecycle;
 mod provenance;
 mod python;

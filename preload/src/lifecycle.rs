@@ -116,7 +116,7 @@ pub fn elapsed() -> f64 {
 pub fn on_python_exit() {
     runtime::close();
     thread::stop();
-    write_summary(runtime::totals_now(census_applies()));
+    write_summary(analyze(true));
 }
 
 /// `_exit`/`_Exit`, or the library's destructor at `exit`: write the summary
@@ -133,9 +133,54 @@ fn finish(with_python: bool) {
         return;
     }
     thread::stop();
-    let totals = if with_python { runtime::totals_now(census_applies()) } else { None };
+    let analysis = analyze(with_python);
     runtime::close();
-    write_summary(totals);
+    write_summary(analysis);
+}
+
+/// What the walks of the heap found: leaks (with what is still held) and
+/// totals.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Analysis {
+    leaks: Option<(Vec<refwatch_model::Finding>, Vec<refwatch_model::Held>)>,
+    totals: Option<refwatch_model::Totals>,
+}
+
+/// Walks the heap for the summary, in a copy of the process (`isolate`):
+/// a heap the program corrupted crashes the copy, not the program.
+/// `with_python`: the interpreter may still be asked for totals.
+fn analyze(with_python: bool) -> Analysis {
+    let work = || Analysis {
+        leaks: findings::leaks::check(),
+        totals: if with_python { runtime::totals_now(census_applies()) } else { None },
+    };
+    if !with_python || !crate::python::api::api().is_some_and(|a| a.can_run_python()) {
+        return Analysis { leaks: findings::leaks::check(), totals: None };
+    }
+    isolated("at exit", work).unwrap_or_default()
+}
+
+/// `work` in a copy of the process; `None` (after one line saying why) when
+/// the copy crashed. Where no copy can be made, `work` runs here.
+fn isolated<T: serde::Serialize + serde::de::DeserializeOwned>(
+    when: &str,
+    work: impl Fn() -> T,
+) -> Option<T> {
+    match crate::isolate::in_copy(&work) {
+        Ok(answer) => Some(answer),
+        Err(crate::isolate::Failure::Signal(signal)) => {
+            sys::warn(format_args!(
+                "the walk of the heap {when} crashed (signal {signal}) in a copy of the process, which \
+                 leaves the program unharmed: the heap holds a pointer to a freed object (an over-release); \
+                 leak findings and totals are left out"
+            ));
+            None
+        }
+        Err(crate::isolate::Failure::Other(why)) => {
+            sys::warn(format_args!("walking the heap {when} in the process itself: {why}"));
+            Some(work())
+        }
+    }
 }
 
 /// A source line: file and line number.
@@ -149,7 +194,7 @@ static PREVIOUS_CHECK: Mutex<Vec<(Line, u64)>> = Mutex::new(Vec::new());
 /// rule's minimum, is established now and streamed, without waiting for the
 /// exit.
 pub fn periodic_check() {
-    let Some((leaks, _)) = findings::leaks::check() else { return };
+    let Some((leaks, _)) = isolated("for a periodic check", findings::leaks::check).flatten() else { return };
     let mut previous = PREVIOUS_CHECK.lock().unwrap_or_else(|e| e.into_inner());
     let now: Vec<(Line, u64)> = leaks.iter().map(|f| ((f.file.clone(), f.line), f.count)).collect();
     for leak in leaks {
@@ -168,12 +213,12 @@ pub fn periodic_check() {
 /// The final check and the summary. With the GIL (Python's at-exit
 /// callback, `os._exit`), leaks are checked first and each new one written
 /// as a finding; without it, the summary repeats what was found before.
-fn write_summary(totals: Option<refwatch_model::Totals>) {
+fn write_summary(analysis: Analysis) {
     if !ACTIVE.load(Ordering::Acquire) || SUMMARY_WRITTEN.swap(true, Ordering::AcqRel) {
         return;
     }
     let mut held = Vec::new();
-    if let Some((leaks, still_held)) = findings::leaks::check() {
+    if let Some((leaks, still_held)) = analysis.leaks {
         held = still_held;
         for leak in leaks {
             let (finding, new) = findings::establish(leak);
@@ -186,7 +231,7 @@ fn write_summary(totals: Option<refwatch_model::Totals>) {
         pid: sys::getpid(),
         elapsed: elapsed(),
         sites: report::sites(),
-        totals: totals.unwrap_or_default(),
+        totals: analysis.totals.unwrap_or_default(),
         findings: findings::all(),
         held,
         sample: report::sample_field(),
@@ -210,12 +255,18 @@ pub fn start_reporter() {
 }
 
 extern "C" fn fork_prepare() {
+    if crate::isolate::forking() {
+        return; // refwatch's own copy for a heap walk
+    }
     if ACTIVE.load(Ordering::Acquire) {
         STOPPED_FOR_C_FORK.store(thread::stop(), Ordering::Relaxed);
     }
 }
 
 extern "C" fn fork_parent() {
+    if crate::isolate::forking() {
+        return; // refwatch's own copy for a heap walk
+    }
     if STOPPED_FOR_C_FORK.swap(false, Ordering::Relaxed) {
         thread::start();
     }
@@ -225,6 +276,9 @@ extern "C" fn fork_parent() {
 /// a summary of its own; the reporter is restarted by Python's after-fork
 /// hook (a child that only execs never writes anything).
 extern "C" fn fork_child() {
+    if crate::isolate::forking() {
+        return; // refwatch's own copy for a heap walk
+    }
     if !ACTIVE.load(Ordering::Acquire) {
         return;
     }

@@ -31,6 +31,12 @@ pub enum Effect {
     Borrowed(Slot),
     /// Takes the reference to its third argument into a container.
     Steals(Slot),
+    /// `Py_BuildValue` and kin: a new reference, built from the format in
+    /// the first argument, whose `N` units steal references into it.
+    Builds,
+    /// `PyArg_Parse*`: on success, lends the items of the argument tuple
+    /// (first argument) to the extension.
+    ParsesArguments,
 }
 
 pub struct Api {
@@ -48,6 +54,14 @@ const fn new(name: &'static str) -> Api {
 /// A variadic function returning a new reference.
 const fn new_va(name: &'static str) -> Api {
     Api { name, effect: Effect::New, variadic: true }
+}
+
+const fn builds(name: &'static str, variadic: bool) -> Api {
+    Api { name, effect: Effect::Builds, variadic }
+}
+
+const fn parses(name: &'static str, variadic: bool) -> Api {
+    Api { name, effect: Effect::ParsesArguments, variadic }
 }
 
 const fn borrowed(name: &'static str, slot: Slot) -> Api {
@@ -136,9 +150,10 @@ pub static APIS: &[Api] = &[
     new("PyObject_GetItem"),
     new("PyObject_GetIter"),
     new("PyIter_Next"),
-    new_va("Py_BuildValue"),
-    new_va("_Py_BuildValue_SizeT"),
-    new("Py_VaBuildValue"),
+    builds("Py_BuildValue", true),
+    builds("_Py_BuildValue_SizeT", true),
+    builds("Py_VaBuildValue", false),
+    builds("_Py_VaBuildValue_SizeT", false),
     // Calls, attributes, conversions.
     new("PyObject_Call"),
     new("PyObject_CallObject"),
@@ -194,6 +209,17 @@ pub static APIS: &[Api] = &[
     borrowed("PyDict_GetItem", Slot::DictValue),
     borrowed("PyDict_GetItemWithError", Slot::DictValue),
     borrowed("PyDict_GetItemString", Slot::DictValue),
+    // Arguments lent by parsing ("O", "O!", "S", "U" and every other
+    // object unit point into the argument tuple).
+    parses("PyArg_ParseTuple", true),
+    parses("_PyArg_ParseTuple_SizeT", true),
+    parses("PyArg_VaParse", false),
+    parses("_PyArg_VaParse_SizeT", false),
+    parses("PyArg_ParseTupleAndKeywords", true),
+    parses("_PyArg_ParseTupleAndKeywords_SizeT", true),
+    parses("PyArg_VaParseTupleAndKeywords", false),
+    parses("_PyArg_VaParseTupleAndKeywords_SizeT", false),
+    parses("PyArg_UnpackTuple", true),
     // Stolen references.
     steals("PyTuple_SetItem", Slot::TupleIndex),
     steals("PyList_SetItem", Slot::ListIndex),

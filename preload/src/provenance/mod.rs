@@ -14,6 +14,7 @@
 mod address_map;
 pub mod apis;
 pub mod assoc;
+mod build_format;
 pub mod ledger;
 pub mod tracked;
 mod trampolines;
@@ -107,14 +108,67 @@ fn lost_return_address() -> ! {
 /// A followed call returned `result` to the extension.
 #[inline(always)]
 fn record(call: &Call, result: usize) {
+    // Functions returning `int` leave the upper half of `rax` undefined.
+    let status = result as u32 as i32;
     match apis::APIS[call.api].effect {
         Effect::New => record_new(call, result),
         // A NULL result is an error: nothing was lent.
-        Effect::Borrowed(slot) if result != 0 => associate(result, call, slot, false),
+        Effect::Borrowed(slot) if result != 0 => {
+            associate(result, Holder::of(call, slot, call.args[1]), call, false)
+        }
         // The reference is stolen whatever the outcome (a failing call
         // releases it); only a success leaves it in the container.
-        Effect::Steals(slot) if result == 0 => associate(call.args[2], call, slot, true),
+        Effect::Steals(slot) if status == 0 => {
+            associate(call.args[2], Holder::of(call, slot, call.args[1]), call, true)
+        }
+        Effect::Builds if result != 0 => record_build(call, result),
+        Effect::ParsesArguments if status != 0 => record_parse(call),
         _ => {}
+    }
+}
+
+/// `Py_BuildValue` succeeded: its result is new, and the values of its `N`
+/// units now belong to the containers it built.
+#[cold]
+fn record_build(call: &Call, result: usize) {
+    if result < LOWEST_OBJECT || call.args[0] < LOWEST_OBJECT {
+        return;
+    }
+    // SAFETY: the format is the one the call just read; the result is live;
+    // the GIL is held (as for every followed call).
+    unsafe {
+        build_format::for_each_stolen(call.args[0], result, &mut |object, container, index, slot| {
+            associate(object, Holder { container, index, slot }, call, true)
+        })
+    };
+    // Under sampling this call was not gated (its steals are always
+    // followed): the fresh result is followed one time in N here.
+    if crate::count::sample() == 1 || crate::count::record(call.site, crate::count::Kind::New) {
+        record_fresh(call, result);
+    }
+}
+
+/// Arguments beyond this are not followed (parsing is per call).
+const MAX_PARSED: usize = 16;
+
+/// A `PyArg_Parse*` call succeeded: every object it handed out from the
+/// argument tuple is borrowed from it. (Keyword values are not followed:
+/// the dict the interpreter builds for a call never outlives it while the
+/// caller's own references remain.)
+#[cold]
+fn record_parse(call: &Call) {
+    let arguments = call.args[0];
+    if arguments < LOWEST_OBJECT {
+        return;
+    }
+    // SAFETY: the call just parsed this tuple successfully, so it is a live
+    // tuple; the GIL is held.
+    let count = unsafe { layout::size(arguments) }.min(MAX_PARSED);
+    for index in 0..count {
+        // SAFETY: as above; index < size.
+        let item = unsafe { layout::tuple_item(arguments, index) };
+        let holder = Holder { container: arguments, index, slot: apis::Slot::TupleIndex };
+        associate(item, holder, call, false);
     }
 }
 
@@ -131,6 +185,13 @@ fn record_new(call: &Call, result: usize) {
         // SAFETY: the shadow block is this thread's own TLS.
         unsafe { (*trampolines::shadow()).countdown = crate::count::next_gap() };
     }
+    record_fresh(call, result);
+}
+
+/// Follows `result` if it is fresh: a new object the extension now owns
+/// alone.
+#[inline(always)]
+fn record_fresh(call: &Call, result: usize) {
     if result < LOWEST_OBJECT {
         return;
     }
@@ -150,24 +211,42 @@ fn record_new(call: &Call, result: usize) {
     unsafe { TRACKED.update(result - pre_header as usize, |o| *o = origin) };
 }
 
-/// Remembers that `object` sits in the container of `call`.
-fn associate(object: usize, call: &Call, slot: apis::Slot, stolen: bool) {
-    let container = call.args[0];
-    if object < LOWEST_OBJECT || container < LOWEST_OBJECT {
+/// Where in a container a reference lives.
+struct Holder {
+    container: usize,
+    /// Index in a tuple or list (unused for a dict or module).
+    index: usize,
+    slot: apis::Slot,
+}
+
+impl Holder {
+    /// The container a lending or stealing call names: its first argument.
+    fn of(call: &Call, slot: apis::Slot, index: usize) -> Holder {
+        Holder { container: call.args[0], index, slot }
+    }
+}
+
+/// Remembers that `object`, which `call` lent or took, sits in `holder`.
+fn associate(object: usize, holder: Holder, call: &Call, stolen: bool) {
+    if object < LOWEST_OBJECT || holder.container < LOWEST_OBJECT {
         return;
     }
     // SAFETY: the call just succeeded on this container, so it is a live
     // object, as is the object it lent or took; calls that lend or steal run
     // with the GIL held.
     unsafe {
+        // Immortal objects cannot be freed by any release.
+        if layout::refcount(object) >= layout::IMMORTAL {
+            return;
+        }
         let pre_header = layout::pre_header(layout::type_of(object)) as u32;
         let association = assoc::Association {
-            container,
-            container_type: layout::type_of(container),
-            index: call.args[1],
+            container: holder.container,
+            container_type: layout::type_of(holder.container),
+            index: holder.index,
             site: call.site,
             api: call.api as u32,
-            slot: assoc::Association::slot_number(slot),
+            slot: assoc::Association::slot_number(holder.slot),
             stolen,
             pre_header,
         };
