@@ -3,7 +3,8 @@
 //! built from sdist with `-g`. refwatch names the buggy lines; the fixed
 //! release gives no finding in the package's files.
 //!
-//! ujson 5.12.0 (fixed in 5.12.1) and cbor2 5.8.0 (fixed in 5.9.0).
+//! ujson 5.12.0 (fixed in 5.12.1), cbor2 5.8.0 (fixed in 5.9.0) and
+//! multidict 6.7.0 (fixed in 6.7.1).
 
 mod common;
 
@@ -14,10 +15,22 @@ use common::run::{run, Agent};
 use refwatch_model::Event;
 use std::collections::BTreeSet;
 
-/// Interpreters the packages are built for: one of each kind (shared and
-/// static libpython, release and debug, with and without the reference
-/// tracer) keeps the cold build time reasonable. (ujson 5.12 needs 3.10+.)
-const LABELS: &[&str] = &["3.10", "3.12", "3.13", "deb-3.11", "3.13d-trace"];
+/// One package: its buggy and fixed releases, how to build and drive them,
+/// and the leaks (function, line) refwatch must name in `file`.
+struct Case {
+    name: &'static str,
+    /// The module the driver imports (checked to be the C extension).
+    module: &'static str,
+    build_env: &'static [(&'static str, &'static str)],
+    buggy: &'static str,
+    fixed: &'static str,
+    driver: &'static str,
+    /// The end of the path of the file the leaks are in.
+    file: &'static str,
+    leaks: &'static [(&'static str, u32)],
+    /// Interpreters it is built for: each build adds cold CI time.
+    labels: &'static [&'static str],
+}
 
 /// ujson 5.12.0 leaks (fixed in 5.12.1): the text a `default=` function
 /// returns when it is not ASCII (objToJSON.c:550, the call of the default
@@ -53,42 +66,56 @@ fn leak_lines(r: &common::run::Run, file_suffix: &str) -> Result<BTreeSet<(Strin
         .collect())
 }
 
-fn ujson(py: &Python, version: &str) -> Result<Built, String> {
-    let dir = pypi::build(py, "ujson", version, &[("UJSON_BUILD_NO_STRIP", "1")])?;
-    Ok(Built { dir, module: "ujson".into(), source: Default::default() })
+fn built(py: &Python, case: &Case, version: &str) -> Result<Built, String> {
+    let dir = pypi::build(py, case.name, version, case.build_env)?;
+    Ok(Built { dir, module: case.module.into(), source: Default::default() })
 }
 
-fn selected(labels: &[&str]) -> Vec<&'static Python> {
-    let selected: Vec<&Python> = pythons().iter().filter(|p| labels.contains(&p.label.as_str())).collect();
-    assert!(!selected.is_empty(), "none of {labels:?} is present");
-    selected
-}
-
-#[test]
-fn ujson_5_12_0_leaks_are_named_and_5_12_1_is_clean() {
+/// The buggy release's leaks are named exactly; the fixed one is clean.
+fn check(case: &Case) {
     let mut failures = Vec::new();
-    for py in selected(LABELS) {
-        let check = || -> Result<(), String> {
-            let buggy = ujson(py, "5.12.0")?;
-            let fixed = ujson(py, "5.12.1")?;
-            let r = run(py, &[&buggy], UJSON_DRIVER, Agent::Json(&[]));
+    let selected: Vec<&Python> =
+        pythons().iter().filter(|p| case.labels.contains(&p.label.as_str())).collect();
+    assert!(!selected.is_empty(), "none of {:?} is present", case.labels);
+    for py in selected {
+        let attempt = || -> Result<(), String> {
+            let buggy = built(py, case, case.buggy)?;
+            let fixed = built(py, case, case.fixed)?;
+            let r = run(py, &[&buggy], case.driver, Agent::Json(&[]));
             ensure!(r.stdout == "ok\n", "driver: {}", r.describe());
-            let want: BTreeSet<(String, u32)> =
-                [("Object_beginTypeContext".to_string(), 550), ("objToJSON".to_string(), 863)].into();
-            let got = leak_lines(&r, "/objToJSON.c")?;
-            ensure!(got == want, "ujson 5.12.0: leaks named {got:?}, want {want:?}");
-            let r = run(py, &[&fixed], UJSON_DRIVER, Agent::Json(&[]));
+            let want: BTreeSet<(String, u32)> = case.leaks.iter().map(|(f, l)| (f.to_string(), *l)).collect();
+            let got = leak_lines(&r, case.file)?;
+            ensure!(got == want, "{} {}: leaks named {got:?}, want {want:?}", case.name, case.buggy);
+            let r = run(py, &[&fixed], case.driver, Agent::Json(&[]));
             ensure!(r.stdout == "ok\n", "driver: {}", r.describe());
-            let got = leak_lines(&r, ".c")?;
-            ensure!(got.is_empty(), "ujson 5.12.1 is fixed, yet: {got:?}");
+            // No finding in any of the package's files.
+            let got = leak_lines(&r, "")?;
+            ensure!(got.is_empty(), "{} {} is fixed, yet: {got:?}", case.name, case.fixed);
             Ok(())
         };
-        match check() {
-            Ok(()) => loud(&format!("ujson leak check passed on {}", py.label)),
+        match attempt() {
+            Ok(()) => loud(&format!("{} leak check passed on {}", case.name, py.label)),
             Err(e) => failures.push(format!("[{}] {e}", py.label)),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn ujson_5_12_0_leaks_are_named_and_5_12_1_is_clean() {
+    check(&Case {
+        name: "ujson",
+        module: "ujson",
+        build_env: &[("UJSON_BUILD_NO_STRIP", "1")],
+        buggy: "5.12.0",
+        fixed: "5.12.1",
+        driver: UJSON_DRIVER,
+        file: "/objToJSON.c",
+        leaks: &[("Object_beginTypeContext", 550), ("objToJSON", 863)],
+        // One of each kind (shared and static libpython, release and debug,
+        // with and without the reference tracer); ujson 5.12 needs 3.10+.
+        labels: &["3.10", "3.12", "3.13", "deb-3.11", "3.13d-trace"],
+    });
 }
 
 /// cbor2 5.8.0 leaks (fixed in 5.9.0: "Fixed two reference/memory leaks in
@@ -97,9 +124,8 @@ fn ujson_5_12_0_leaks_are_named_and_5_12_1_is_clean() {
 /// with PyUnicode_Concat (decoder.c:904), then replaces the previous result
 /// with the joined one without releasing it. A string of four chunks leaves
 /// two joined strings behind per decode, named at the line that created
-/// them. (The first chunk's string, from PyUnicode_DecodeUTF8Stateful, leaks
-/// too; that function is not followed.) `_cbor2.loads` is the C decoder
-/// itself: it fails loudly should the extension be missing.
+/// them, and the first chunk's string (decoder.c:898). `_cbor2.loads` is the
+/// C decoder itself: it fails loudly should the extension be missing.
 const CBOR2_DRIVER: &str = r#"
 import cbor2, _cbor2
 
@@ -110,37 +136,48 @@ for i in range(30):
 print("ok")
 "#;
 
-/// Shared and static libpython, release and debug with the reference tracer
-/// (it passes on all of LABELS; three keep the cold build time down).
-const CBOR2_LABELS: &[&str] = &["3.12", "deb-3.11", "3.13d-trace"];
-
-fn cbor2(py: &Python, version: &str) -> Result<Built, String> {
-    let dir = pypi::build(py, "cbor2", version, &[("CBOR2_BUILD_C_EXTENSION", "1")])?;
-    Ok(Built { dir, module: "_cbor2".into(), source: Default::default() })
+#[test]
+fn cbor2_5_8_0_leaks_are_named_and_5_9_0_is_clean() {
+    check(&Case {
+        name: "cbor2",
+        module: "_cbor2",
+        build_env: &[("CBOR2_BUILD_C_EXTENSION", "1")],
+        buggy: "5.8.0",
+        fixed: "5.9.0",
+        driver: CBOR2_DRIVER,
+        file: "/source/decoder.c",
+        leaks: &[("decode_definite_long_string", 898), ("decode_definite_long_string", 904)],
+        labels: &["3.12", "deb-3.11", "3.13d-trace"],
+    });
 }
 
+/// multidict 6.7.0 leaks (fixed in 6.7.1, #1284): `pop()` of a missing key
+/// returns the default without releasing the key's lower-cased identity,
+/// which `md_calc_identity` creates (hashtable.h:140). multidict builds with
+/// `-O3`, where gcc keeps no inline chain for the `static inline`
+/// `PyObject_CallMethodNoArgs`: the line is the function's own last line
+/// before the call.
+const MULTIDICT_DRIVER: &str = r#"
+from multidict import CIMultiDict
+import multidict
+assert multidict.CIMultiDict.__module__ == "multidict._multidict"
+d = CIMultiDict({"Content-Type": "text/plain"})
+for i in range(30):
+    d.pop("X-Missing-Header", None)
+print("ok")
+"#;
+
 #[test]
-fn cbor2_5_8_0_leak_is_named_and_5_9_0_is_clean() {
-    let mut failures = Vec::new();
-    for py in selected(CBOR2_LABELS) {
-        let check = || -> Result<(), String> {
-            let buggy = cbor2(py, "5.8.0")?;
-            let fixed = cbor2(py, "5.9.0")?;
-            let r = run(py, &[&buggy], CBOR2_DRIVER, Agent::Json(&[]));
-            ensure!(r.stdout == "ok\n", "driver: {}", r.describe());
-            let want: BTreeSet<(String, u32)> = [("decode_definite_long_string".to_string(), 904)].into();
-            let got = leak_lines(&r, "/source/decoder.c")?;
-            ensure!(got == want, "cbor2 5.8.0: leaks named {got:?}, want {want:?}");
-            let r = run(py, &[&fixed], CBOR2_DRIVER, Agent::Json(&[]));
-            ensure!(r.stdout == "ok\n", "driver: {}", r.describe());
-            let got = leak_lines(&r, ".c")?;
-            ensure!(got.is_empty(), "cbor2 5.9.0 is fixed, yet: {got:?}");
-            Ok(())
-        };
-        match check() {
-            Ok(()) => loud(&format!("cbor2 leak check passed on {}", py.label)),
-            Err(e) => failures.push(format!("[{}] {e}", py.label)),
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+fn multidict_6_7_0_leak_is_named_and_6_7_1_is_clean() {
+    check(&Case {
+        name: "multidict",
+        module: "multidict",
+        build_env: &[],
+        buggy: "6.7.0",
+        fixed: "6.7.1",
+        driver: MULTIDICT_DRIVER,
+        file: "/_multilib/hashtable.h",
+        leaks: &[("md_calc_identity", 140)],
+        labels: &["3.12", "deb-3.11", "3.13d-trace"],
+    });
 }

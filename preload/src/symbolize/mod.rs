@@ -55,8 +55,14 @@ impl Symbolizer {
         let Some(loader) = loader else { return place };
         // The call instruction ends at `ra`; `ra - 1` is inside it.
         let probe = (ra - 1 - object.bias) as u64;
+        // The outermost function, for when every frame with a line is in a
+        // CPython header.
+        let mut outermost = None;
         if let Ok(mut frames) = loader.find_frames(probe) {
             while let Ok(Some(frame)) = frames.next() {
+                let function =
+                    frame.function.as_ref().and_then(|f| f.demangle().ok()).map(|f| f.into_owned());
+                outermost = function.clone().or(outermost);
                 let Some(location) = frame.location.as_ref() else { continue };
                 let Some(file) = location.file else { continue };
                 if is_cpython_header(file) {
@@ -64,16 +70,44 @@ impl Symbolizer {
                 }
                 place.file = Some(file.to_string());
                 place.line = location.line;
-                place.function =
-                    frame.function.as_ref().and_then(|f| f.demangle().ok()).map(|f| f.into_owned());
+                place.function = function;
                 return place;
             }
         }
-        if let Some(symbol) = loader.find_symbol_info(probe) {
-            place.function = Some(format!("{}+{:#x}", symbol.name(), probe + 1 - symbol.address()));
+        let symbol = loader.find_symbol_info(probe).map(|s| (s.name().to_string(), s.address()));
+        // Optimized code sometimes keeps no inline chain for a CPython
+        // `static inline` helper: the call site is then the extension's
+        // last line before it in the same function.
+        if let (Some(function), Some((_, start))) = (outermost, &symbol) {
+            if let Some((file, line)) = last_own_line(loader, *start, probe) {
+                place.file = Some(file);
+                place.line = Some(line);
+                place.function = Some(function);
+                return place;
+            }
+        }
+        if let Some((name, start)) = symbol {
+            place.function = Some(format!("{name}+{:#x}", probe + 1 - start));
         }
         place
     }
+}
+
+/// The last line outside CPython's headers that the line table gives for
+/// an address in `start..=probe` (one function's code up to the call).
+fn last_own_line(loader: &addr2line::Loader, start: u64, probe: u64) -> Option<(String, u32)> {
+    let mut last = None;
+    for (address, _, location) in loader.find_location_range(start, probe + 1).ok()? {
+        if address > probe {
+            break;
+        }
+        if let (Some(file), Some(line)) = (location.file, location.line) {
+            if !is_cpython_header(file) {
+                last = Some((file.to_string(), line));
+            }
+        }
+    }
+    last
 }
 
 /// True for CPython's own headers (`.../include/python3.12/object.h`,
