@@ -14,7 +14,6 @@
 //! Reported at once by the thread that sees it (one `write(2)`, before the
 //! crash that often follows), not at exit.
 
-use super::memory::Readable;
 use crate::lifecycle;
 use crate::provenance::apis::{self, Slot};
 use crate::provenance::assoc::{Association, ASSOC};
@@ -179,11 +178,12 @@ fn abort() -> ! {
 /// The caller holds the GIL.
 unsafe fn still_holds(a: &Association, object: usize) -> bool {
     let c = a.container;
-    if !Readable::now().contains(c, 64) {
+    // SAFETY: GIL held (caller's contract).
+    if !unsafe { a.container_readable() } {
         return false;
     }
-    // SAFETY: the header is readable (checked above); a freed or reused
-    // container shows another type or an impossible refcount.
+    // SAFETY: the header is readable (checked above); a container on a free
+    // list or reused shows another type or an impossible refcount.
     let (type_object, refcount) = unsafe { (layout::type_of(c), layout::refcount(c)) };
     if type_object != a.container_type || !(1..layout::IMMORTAL).contains(&refcount) {
         return false;

@@ -23,6 +23,9 @@ pub struct Association {
     pub slot: u8,
     /// Given away (stolen) rather than borrowed.
     pub stolen: bool,
+    /// The container's pre-header (its memory block starts that much
+    /// before it: its key in `CONTAINERS`).
+    pub container_pre_header: u8,
     /// The object's pre-header, as for `tracked::Origin`.
     pub pre_header: u32,
 }
@@ -52,6 +55,28 @@ const CAPACITY: usize = 1 << 19;
 
 pub static ASSOC: AddressMap<Association> = AddressMap::new();
 
+/// The containers associations point into, by memory block, until they are
+/// seen freed: a container found here was not given back to the allocator,
+/// so its memory can be read without a look at the process's mappings. (A
+/// container kept on a free list is not freed: its memory stays readable,
+/// its refcount is 0.)
+pub static CONTAINERS: AddressMap<u8> = AddressMap::new();
+
+/// 2^18 slots of 16 bytes.
+const CONTAINER_CAPACITY: usize = 1 << 18;
+
 pub fn init() -> bool {
-    ASSOC.init(CAPACITY)
+    ASSOC.init(CAPACITY) && CONTAINERS.init(CONTAINER_CAPACITY)
+}
+
+impl Association {
+    /// Whether the container's memory is still the interpreter's (readable).
+    ///
+    /// # Safety
+    /// The caller holds the GIL.
+    pub unsafe fn container_readable(&self) -> bool {
+        let block = self.container - usize::from(self.container_pre_header);
+        // SAFETY: forwarded.
+        unsafe { CONTAINERS.get(block) }.is_some()
+    }
 }

@@ -240,9 +240,15 @@ fn associate(object: usize, holder: Holder, call: &Call, stolen: bool) {
             return;
         }
         let pre_header = layout::pre_header(layout::type_of(object)) as u32;
+        let container_type = layout::type_of(holder.container);
+        let container_pre_header = layout::pre_header(container_type);
+        if !assoc::CONTAINERS.update(holder.container - container_pre_header, |_| {}) {
+            return; // no room to know when the container goes
+        }
         let association = assoc::Association {
             container: holder.container,
-            container_type: layout::type_of(holder.container),
+            container_type,
+            container_pre_header: container_pre_header as u8,
             index: holder.index,
             site: call.site,
             api: call.api as u32,
@@ -344,6 +350,7 @@ unsafe fn forget_block(block: usize) -> Option<Origin> {
     // SAFETY: forwarded (the maps are GIL-serialized).
     unsafe {
         ledger::LEDGER.remove(block);
+        assoc::CONTAINERS.remove(block);
         if let Some(association) = assoc::ASSOC.remove(block) {
             crate::findings::overrelease::freed(block + association.pre_header as usize, &association);
         }
@@ -360,6 +367,7 @@ pub fn reset_after_fork() {
             TRACKED.clear();
             ledger::LEDGER.clear();
             assoc::ASSOC.clear();
+            assoc::CONTAINERS.clear();
         }
     }
 }

@@ -37,26 +37,24 @@ def _rw_visits(objs):
     # How many references reachable holders (objects the gc tracks, and
     # everything reachable from them or from objs, tracked or not) make to
     # each object of objs. refwatch's own frame and list do not count.
-    # Untracked objects met are kept in `seen` (by id, with the object, so
-    # an id cannot be reused meanwhile); the walk gives up (and refwatch
-    # claims nothing) if it does not converge.
+    # Untracked objects met are walked once (`seen`, by id; nothing is freed
+    # during the walk, which runs no Python code of the program), except
+    # those of types that hold no references. Every object is walked at
+    # most once: the walk ends.
     index = {id(o): i for i, o in enumerate(objs)}
     visits = [0] * len(objs)
     # This frame, by id only: a local holding the frame object would make a
     # cycle that keeps `seen` (everything walked) alive until a collection.
     me = id(_sys._getframe())
+    atomic = {int, float, complex, str, bytes, bool, type(None)}
     todo = _gc.get_objects()
-    seen = {}
+    seen = set()
     for o in objs:
-        if not _gc.is_tracked(o):
-            seen[id(o)] = o
+        if not _gc.is_tracked(o) and type(o) not in atomic:
+            seen.add(id(o))
             todo.append(o)
-    budget = 10 * (len(todo) + 10000)
     referents, tracked = _gc.get_referents, _gc.is_tracked
     while todo:
-        budget -= 1
-        if budget < 0:
-            raise RuntimeError('refwatch: the heap walk did not converge')
         o = todo.pop()
         if o is objs or o is todo or o is seen or id(o) == me:
             continue
@@ -64,8 +62,8 @@ def _rw_visits(objs):
             i = index.get(id(r))
             if i is not None and r is objs[i]:
                 visits[i] += 1
-            if not tracked(r) and id(r) not in seen:
-                seen[id(r)] = r
+            if not tracked(r) and type(r) not in atomic and id(r) not in seen:
+                seen.add(id(r))
                 todo.append(r)
     return ','.join(map(str, visits))
 
