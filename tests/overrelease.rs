@@ -43,6 +43,7 @@ const BAD: &[(&str, &str)] = &[
     // Called with a tuple the driver keeps: CPython passes an exact tuple on
     // to a METH_VARARGS function as it is.
     ("m.drop_parsed(*k((i, [i])))", "over-parsed"),
+    ("k(m.drop_raised_key_twice())", "over-raised"),
 ];
 
 #[test]
@@ -83,7 +84,7 @@ fn correct_look_alikes_give_nothing() {
         let built = fixture_for(py);
         let calls = "m.use_list_item(k([[i]])); m.take_and_remove(k([[i]])); k(m.give_after_own_ref()); \
                      m.add_own_ref_then_drop('ok%d' % i); k(m.build_o_then_drop()); \
-                     m.own_parsed(*k((i, [i])))";
+                     m.own_parsed(*k((i, [i]))); k(m.drop_raised_key_once())";
         let r = run(py, &[&built], &driver(calls), Agent::Json(&[]));
         ensure!(r.stdout == "done\n", "{}", r.describe());
         let (findings, _) = r.summary_findings()?;

@@ -1,10 +1,11 @@
 //! Tried as a real user would: released extension packages from PyPI with a
-//! refcount leak fixed in a later release, pinned to the buggy release and
+//! refcount bug fixed in a later release, pinned to the buggy release and
 //! built from sdist with `-g`. refwatch names the buggy lines; the fixed
 //! release gives no finding in the package's files.
 //!
-//! ujson 5.12.0 (fixed in 5.12.1), cbor2 5.8.0 (fixed in 5.9.0) and
-//! multidict 6.7.0 (fixed in 6.7.1).
+//! Leaks: ujson 5.12.0 (fixed in 5.12.1), cbor2 5.8.0 (fixed in 5.9.0),
+//! multidict 6.7.0 (fixed in 6.7.1). Over-release: simplejson 3.20.2 (fixed
+//! in 4.0.0).
 
 mod common;
 
@@ -12,6 +13,7 @@ use common::fixture::Built;
 use common::matrix::{loud, pythons, Python};
 use common::pypi;
 use common::run::{run, Agent};
+use refwatch_model::event::FindingKind;
 use refwatch_model::Event;
 use std::collections::BTreeSet;
 
@@ -25,9 +27,13 @@ struct Case {
     buggy: &'static str,
     fixed: &'static str,
     driver: &'static str,
-    /// The end of the path of the file the leaks are in.
+    /// The end of the path of the file the findings are in.
     file: &'static str,
-    leaks: &'static [(&'static str, u32)],
+    kind: FindingKind,
+    /// The findings (function, line) of `kind` in `file`.
+    findings: &'static [(&'static str, u32)],
+    /// Settings for the runs.
+    settings: &'static [(&'static str, &'static str)],
     /// Interpreters it is built for: each build adds cold CI time.
     labels: &'static [&'static str],
 }
@@ -55,12 +61,19 @@ for i in range(30):
 print("ok")
 "#;
 
-fn leak_lines(r: &common::run::Run, file_suffix: &str) -> Result<BTreeSet<(String, u32)>, String> {
+/// The (function, line) of the summary's findings of `kind` (any kind:
+/// `None`) in files whose path ends with `file_suffix`.
+fn finding_lines(
+    r: &common::run::Run,
+    kind: Option<&FindingKind>,
+    file_suffix: &str,
+) -> Result<BTreeSet<(String, u32)>, String> {
     let Some(Event::Summary { findings, .. }) = r.summary(None) else {
         return Err(format!("no summary: {}", r.describe()));
     };
     Ok(findings
         .iter()
+        .filter(|f| kind.is_none_or(|k| *k == f.kind))
         .filter(|f| f.file.as_deref().is_some_and(|p| p.ends_with(file_suffix)))
         .map(|f| (f.function.clone().unwrap_or_default(), f.line.unwrap_or(0)))
         .collect())
@@ -71,7 +84,7 @@ fn built(py: &Python, case: &Case, version: &str) -> Result<Built, String> {
     Ok(Built { dir, module: case.module.into(), source: Default::default() })
 }
 
-/// The buggy release's leaks are named exactly; the fixed one is clean.
+/// The buggy release's findings are named exactly; the fixed one is clean.
 fn check(case: &Case) {
     let mut failures = Vec::new();
     let selected: Vec<&Python> =
@@ -81,20 +94,27 @@ fn check(case: &Case) {
         let attempt = || -> Result<(), String> {
             let buggy = built(py, case, case.buggy)?;
             let fixed = built(py, case, case.fixed)?;
-            let r = run(py, &[&buggy], case.driver, Agent::Json(&[]));
-            ensure!(r.stdout == "ok\n", "driver: {}", r.describe());
-            let want: BTreeSet<(String, u32)> = case.leaks.iter().map(|(f, l)| (f.to_string(), *l)).collect();
-            let got = leak_lines(&r, case.file)?;
-            ensure!(got == want, "{} {}: leaks named {got:?}, want {want:?}", case.name, case.buggy);
-            let r = run(py, &[&fixed], case.driver, Agent::Json(&[]));
-            ensure!(r.stdout == "ok\n", "driver: {}", r.describe());
+            let r = run(py, &[&buggy], case.driver, Agent::Json(case.settings));
+            ensure!(r.stdout.ends_with("ok\n") && r.status.success(), "driver: {}", r.describe());
+            let want: BTreeSet<(String, u32)> =
+                case.findings.iter().map(|(f, l)| (f.to_string(), *l)).collect();
+            let got = finding_lines(&r, Some(&case.kind), case.file)?;
+            ensure!(
+                got == want,
+                "{} {}: {:?} named {got:?}, want {want:?}",
+                case.name,
+                case.buggy,
+                case.kind
+            );
+            let r = run(py, &[&fixed], case.driver, Agent::Json(case.settings));
+            ensure!(r.stdout.ends_with("ok\n") && r.status.success(), "driver: {}", r.describe());
             // No finding in any of the package's files.
-            let got = leak_lines(&r, "")?;
+            let got = finding_lines(&r, None, "")?;
             ensure!(got.is_empty(), "{} {} is fixed, yet: {got:?}", case.name, case.fixed);
             Ok(())
         };
         match attempt() {
-            Ok(()) => loud(&format!("{} leak check passed on {}", case.name, py.label)),
+            Ok(()) => loud(&format!("{} check passed on {}", case.name, py.label)),
             Err(e) => failures.push(format!("[{}] {e}", py.label)),
         }
     }
@@ -111,7 +131,9 @@ fn ujson_5_12_0_leaks_are_named_and_5_12_1_is_clean() {
         fixed: "5.12.1",
         driver: UJSON_DRIVER,
         file: "/objToJSON.c",
-        leaks: &[("Object_beginTypeContext", 550), ("objToJSON", 863)],
+        kind: FindingKind::Leak,
+        settings: &[],
+        findings: &[("Object_beginTypeContext", 550), ("objToJSON", 863)],
         // One of each kind (shared and static libpython, release and debug,
         // with and without the reference tracer); ujson 5.12 needs 3.10+.
         labels: &["3.10", "3.12", "3.13", "deb-3.11", "3.13d-trace"],
@@ -146,7 +168,9 @@ fn cbor2_5_8_0_leaks_are_named_and_5_9_0_is_clean() {
         fixed: "5.9.0",
         driver: CBOR2_DRIVER,
         file: "/source/decoder.c",
-        leaks: &[("decode_definite_long_string", 898), ("decode_definite_long_string", 904)],
+        kind: FindingKind::Leak,
+        settings: &[],
+        findings: &[("decode_definite_long_string", 898), ("decode_definite_long_string", 904)],
         labels: &["3.12", "deb-3.11", "3.13d-trace"],
     });
 }
@@ -177,7 +201,60 @@ fn multidict_6_7_0_leak_is_named_and_6_7_1_is_clean() {
         fixed: "6.7.1",
         driver: MULTIDICT_DRIVER,
         file: "/_multilib/hashtable.h",
-        leaks: &[("md_calc_identity", 140)],
+        kind: FindingKind::Leak,
+        settings: &[],
+        findings: &[("md_calc_identity", 140)],
+        labels: &["3.12", "deb-3.11", "3.13d-trace"],
+    });
+}
+
+/// simplejson 3.20.2 over-releases (fixed in 4.0.0, commit aa9182d): when
+/// `PyDict_DelItem(s->markers, ident)` fails in `encoder_listencode_obj`,
+/// the error path releases `ident` twice (_speedups.c:2957 and :2960). The
+/// first release is the extension's own; the second frees the int while
+/// the `KeyError` being raised still holds it in its arguments, and is named
+/// at its line. The driver empties the markers dict from a `default=`
+/// function, which makes the deletion fail. Under quarantine the freed int
+/// stays alive, so every interpreter runs to the end (debug builds crash on
+/// the dangling int otherwise, as they do without refwatch).
+const SIMPLEJSON_DRIVER: &str = r#"
+import simplejson, simplejson.encoder as enc
+assert enc.c_make_encoder is not None, "simplejson's C speedups were not built"
+captured = []
+real = enc.c_make_encoder
+def capture(markers, *args):
+    captured.append(markers)
+    return real(markers, *args)
+enc.c_make_encoder = capture
+
+class Opaque:
+    pass
+
+def default(o):
+    captured[-1].clear()
+    return "opaque"
+
+for i in range(3):
+    try:
+        simplejson.dumps([Opaque()], default=default)
+    except KeyError as e:
+        pass
+print("ok")
+"#;
+
+#[test]
+fn simplejson_3_20_2_over_release_is_named_and_4_0_1_is_clean() {
+    check(&Case {
+        name: "simplejson",
+        module: "simplejson",
+        build_env: &[],
+        buggy: "3.20.2",
+        fixed: "4.0.1",
+        driver: SIMPLEJSON_DRIVER,
+        file: "/simplejson/_speedups.c",
+        kind: FindingKind::Overrelease,
+        findings: &[("encoder_listencode_obj", 2960)],
+        settings: &[("REFWATCH_ON_OVERRELEASE", "quarantine")],
         labels: &["3.12", "deb-3.11", "3.13d-trace"],
     });
 }

@@ -36,34 +36,25 @@ pub enum Verdict {
 /// # Safety
 /// The caller holds the GIL and `object` is the live object being released.
 pub unsafe fn before_free(object: usize, site: usize) -> Verdict {
+    // SAFETY: `object` is alive until the release goes on; its type too.
+    let type_name = || unsafe { layout::type_name(layout::type_of(object)) };
     // SAFETY: GIL held and `object` alive (caller's contract).
-    let key = unsafe { crate::provenance::key_of(object) };
-    // SAFETY: GIL held (caller's contract).
-    let Some(association) = (unsafe { ASSOC.get(key) }) else { return Verdict::Proceed };
-    // SAFETY: as above.
-    if !unsafe { still_holds(&association, object) } {
-        return Verdict::Proceed;
-    }
-    // Reported here, at the exact line: not again when the object is freed.
-    // SAFETY: GIL held.
-    unsafe { ASSOC.remove(key) };
-    // SAFETY: `object` is alive until the release goes on.
-    let type_name = unsafe { layout::type_name(layout::type_of(object)) };
-    // SAFETY: the container is alive (checked by still_holds).
-    let container_type = unsafe { layout::type_name(association.container_type) };
-    let origin = report::place_of(association.site);
-    let how = if association.stolen { "was given to" } else { "was borrowed from" };
-    let evidence = format!(
-        "the {type_name} released here {how} a {container_type} by {} at {}, and that {container_type}{} \
-         still points at it: this release freed an object the extension did not own",
-        apis::name(association.api as usize),
-        refwatch_model::text::location(origin.file.as_deref(), origin.line),
-        slot_text(&association),
-    );
+    let evidence = match unsafe { borrowed_or_given(object) } {
+        Some(evidence) => evidence(&type_name()),
+        // SAFETY: as above.
+        None => match unsafe { raised_exception_holding(object) } {
+            Some(exception) => format!(
+                "the {} released here is held by the {exception} being raised (in its arguments), which \
+                 still points at it: this release freed an object the extension did not own",
+                type_name()
+            ),
+            None => return Verdict::Proceed,
+        },
+    };
     let finding = report_at(site, Precision::Exact, evidence);
-    // SAFETY: the object is alive until the release goes on; its type too.
+    // SAFETY: the object is alive until the release goes on.
     let end = object + unsafe { layout::allocated_size(object) };
-    remember_for_crash(object, end, &type_name, &finding);
+    remember_for_crash(object, end, &type_name(), &finding);
     match lifecycle::settings().map(|s| s.on_overrelease) {
         Some(OnOverrelease::Quarantine) => {
             // SAFETY: the object is alive (its refcount just reached zero and
@@ -73,6 +64,87 @@ pub unsafe fn before_free(object: usize, site: usize) -> Verdict {
         }
         Some(OnOverrelease::Abort) => abort(),
         _ => Verdict::Proceed,
+    }
+}
+
+/// If `object` was borrowed from or given to a container that still points
+/// at it, the evidence (given the object's type name). Forgets the
+/// association: the release is reported here, not again when it is freed.
+///
+/// # Safety
+/// The caller holds the GIL and `object` is alive.
+unsafe fn borrowed_or_given(object: usize) -> Option<impl FnOnce(&str) -> String> {
+    // SAFETY: caller's contract.
+    let key = unsafe { crate::provenance::key_of(object) };
+    // SAFETY: GIL held (caller's contract).
+    let association = unsafe { ASSOC.get(key) }?;
+    // SAFETY: as above.
+    if !unsafe { still_holds(&association, object) } {
+        return None;
+    }
+    // SAFETY: GIL held.
+    unsafe { ASSOC.remove(key) };
+    // SAFETY: the container is alive (checked by still_holds).
+    let container_type = unsafe { layout::type_name(association.container_type) };
+    let origin = report::place_of(association.site);
+    Some(move |type_name: &str| {
+        let how = if association.stolen { "was given to" } else { "was borrowed from" };
+        format!(
+            "the {type_name} released here {how} a {container_type} by {} at {}, and that {container_type}{} \
+             still points at it: this release freed an object the extension did not own",
+            apis::name(association.api as usize),
+            refwatch_model::text::location(origin.file.as_deref(), origin.line),
+            slot_text(&association),
+        )
+    })
+}
+
+/// The type name of the exception being raised on this thread, if its value
+/// still points at `object` (the value itself, an item of a value tuple, or
+/// an item of an exception's `args`): its references count in `object`'s
+/// refcount, so a release that frees `object` was one too many. (A failed
+/// `PyDict_DelItem` raises a `KeyError` holding the key, for one.)
+///
+/// # Safety
+/// The caller holds the GIL.
+unsafe fn raised_exception_holding(object: usize) -> Option<String> {
+    let api = api::api()?;
+    // SAFETY: GIL held (caller's contract); these calls run no Python code
+    // and the exception is put back exactly as it was.
+    unsafe {
+        if (api.err_occurred)().is_null() {
+            return None;
+        }
+        let (mut kind, mut value, mut traceback) =
+            (std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut());
+        (api.err_fetch)(&mut kind, &mut value, &mut traceback);
+        let held = !value.is_null() && value_points_at(value as usize, object);
+        let name = (held && !kind.is_null()).then(|| layout::type_name(kind as usize));
+        (api.err_restore)(kind, value, traceback);
+        name
+    }
+}
+
+/// # Safety
+/// `value` is a live object (an exception's value).
+unsafe fn value_points_at(value: usize, object: usize) -> bool {
+    if value == object {
+        return true;
+    }
+    // SAFETY: caller's contract: a live object has a live type.
+    let flags = unsafe { layout::type_flags(layout::type_of(value)) };
+    let tuple = if flags & layout::BASE_EXC_SUBCLASS != 0 {
+        // SAFETY: an exception instance (its type says so).
+        unsafe { layout::exception_args(value) }
+    } else {
+        value
+    };
+    // SAFETY: `args` is a tuple (or NULL) for every exception; a tuple's
+    // items are live.
+    unsafe {
+        tuple != 0
+            && layout::type_flags(layout::type_of(tuple)) & layout::TUPLE_SUBCLASS != 0
+            && (0..layout::size(tuple).min(16)).any(|i| layout::tuple_item(tuple, i) == object)
     }
 }
 

@@ -66,6 +66,7 @@ api! {
         fn(*const MethodDef, *mut PyObject, *mut PyObject) -> *mut PyObject,
     run_string_flags: c"PyRun_StringFlags" =>
         fn(*const c_char, c_int, *mut PyObject, *mut PyObject, *mut c_void) -> *mut PyObject,
+    err_occurred: c"PyErr_Occurred" => fn() -> *mut PyObject,
     err_fetch: c"PyErr_Fetch" => fn(*mut *mut PyObject, *mut *mut PyObject, *mut *mut PyObject),
     err_restore: c"PyErr_Restore" => fn(*mut PyObject, *mut PyObject, *mut PyObject),
     unicode_as_utf8: c"PyUnicode_AsUTF8" => fn(*mut PyObject) -> *const c_char,

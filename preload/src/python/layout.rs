@@ -27,12 +27,33 @@ const MANAGED_DICT: u64 = 1 << 4;
 /// # Safety
 /// `type_object` is a live type object.
 pub unsafe fn pre_header(type_object: usize) -> usize {
-    // SAFETY: tp_flags is a field of every type object.
-    let flags =
-        unsafe { ((type_object + EXTRA.load(Ordering::Relaxed) + TPFLAGS_OFFSET) as *const u64).read() };
+    // SAFETY: forwarded.
+    let flags = unsafe { type_flags(type_object) };
     let minor = MINOR.load(Ordering::Relaxed);
     let managed = (minor >= 11 && flags & MANAGED_DICT != 0) || (minor >= 12 && flags & MANAGED_WEAKREF != 0);
     16 * usize::from(flags & HAVE_GC != 0) + 16 * usize::from(managed)
+}
+
+/// `tp_flags` of a type object.
+///
+/// # Safety
+/// `type_object` is a live type object.
+pub unsafe fn type_flags(type_object: usize) -> u64 {
+    // SAFETY: tp_flags is a field of every type object.
+    unsafe { ((type_object + EXTRA.load(Ordering::Relaxed) + TPFLAGS_OFFSET) as *const u64).read() }
+}
+
+pub const TUPLE_SUBCLASS: u64 = 1 << 26;
+pub const BASE_EXC_SUBCLASS: u64 = 1 << 30;
+
+/// `args` of an exception instance: `PyBaseExceptionObject` is the object
+/// header, `dict`, then `args`, in every version.
+///
+/// # Safety
+/// `exception` is a live exception instance.
+pub unsafe fn exception_args(exception: usize) -> usize {
+    // SAFETY: caller's contract.
+    unsafe { ((exception + EXTRA.load(Ordering::Relaxed) + 16 + 8) as *const usize).read() }
 }
 
 /// Refcounts at or above this are immortal objects (3.12+), not counts.
