@@ -18,6 +18,7 @@ mod hooks;
 mod interpose;
 mod isolate;
 mod lifecycle;
+mod methods;
 mod provenance;
 mod python;
 mod report;

@@ -5,7 +5,7 @@
 
 use crate::python::{api, facts, runtime};
 use crate::report::{self, thread};
-use crate::{count, findings, hooks, provenance, sys};
+use crate::{count, findings, hooks, methods, provenance, sys};
 use refwatch_model::{event::SCHEMA, Event, Flavour, SettingError, Settings};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, Once, OnceLock};
@@ -62,6 +62,7 @@ fn start(settings: &'static Settings) {
     SETTINGS.get_or_init(|| settings);
     count::set_sample(settings.sample);
     hooks::resolve();
+    methods::resolve();
     let flavour = FLAVOUR.get_or_init(facts::flavour);
     provenance::enable(flavour.gil);
     *STARTED_AT.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());

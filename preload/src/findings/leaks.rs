@@ -13,7 +13,11 @@
 //! the object (`Py_IncRef`, limited-API `Py_INCREF`: the provenance ledger)
 //! outnumber its decrements, the increment's line (exact when all the
 //! unmatched increments are on one line, else the function with its
-//! candidate lines); otherwise the line that created the object.
+//! candidate lines); otherwise the line that created the object. An object
+//! the extension did not create (an argument) whose unheld references are
+//! all ones its methods' calls left (`provenance::growth`) is blamed on the
+//! method, at function level, with the lines where DWARF places an inlined
+//! `Py_INCREF` in it as candidates.
 //!
 //! The rule, "grows with the number of calls": a call site leaks when at
 //! least [`LEAK_MIN_OBJECTS`] of the objects it created are left with
@@ -24,9 +28,10 @@
 use super::memory::Readable;
 use crate::interpose;
 use crate::provenance::apis;
+use crate::provenance::growth::{self, GROWTH};
 use crate::provenance::ledger::{Entry, LEDGER};
 use crate::provenance::tracked::{Origin, TRACKED};
-use crate::python::{layout, runtime};
+use crate::python::{api, layout, runtime};
 use crate::report;
 use crate::symbolize::Place;
 use refwatch_model::event::{Finding, FindingKind, Held, Precision};
@@ -41,6 +46,7 @@ struct Suspect {
     refcount: u64,
     origin: Option<Origin>,
     ledger: Option<Entry>,
+    growth: Option<growth::Entry>,
 }
 
 /// Where unheld references are blamed: one line (`candidates` empty), or a
@@ -49,8 +55,19 @@ struct Suspect {
 struct Blame {
     place: Place,
     candidates: Vec<u32>,
-    /// By an increment the extension made, rather than at creation.
-    by_increment: bool,
+    how: How,
+}
+
+/// How the blamed place left references behind.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum How {
+    /// It created the object and never released it.
+    Created,
+    /// Its visible increments outnumber its decrements.
+    Increments,
+    /// Calls of this method left them on an argument, without a visible
+    /// increment (an inline `Py_INCREF`).
+    MethodCalls,
 }
 
 /// What was found for one blame.
@@ -86,7 +103,15 @@ pub fn check() -> Option<(Vec<Finding>, Vec<Held>)> {
     for (i, s) in suspects.iter().enumerate() {
         let unheld = s.refcount.saturating_sub(visits[i] + statics[i]);
         let by_increment = s.ledger.map_or(0, |e| e.net.max(0) as u64).min(unheld);
-        let by_creation = if s.origin.is_some() { unheld - by_increment } else { 0 };
+        let rest = unheld - by_increment;
+        let by_creation = if s.origin.is_some() { rest } else { 0 };
+        // Only when the method calls left exactly the unheld references, on
+        // an object the interpreter does not share from places refwatch
+        // cannot see (static objects, small ints, interned strings).
+        let by_calls = match s.growth {
+            Some(g) if s.origin.is_none() && rest > 0 && rest == g.net && !shared(s.object) => rest,
+            _ => 0,
+        };
         let blames = [
             (by_increment, s.ledger.and_then(|e| increment_blame(&e))),
             (
@@ -94,12 +119,14 @@ pub fn check() -> Option<(Vec<Finding>, Vec<Held>)> {
                 s.origin.map(|o| Blame {
                     place: report::place_of(o.site),
                     candidates: Vec::new(),
-                    by_increment: false,
+                    how: How::Created,
                 }),
             ),
+            (by_calls, s.growth.map(|g| method_blame(g.method))),
         ];
         for (references, blame) in blames {
             let Some(blame) = blame.filter(|_| references > 0) else { continue };
+            let how = blame.how;
             let tally = tallies.entry(blame).or_default();
             tally.objects += 1;
             tally.references += references;
@@ -107,7 +134,10 @@ pub fn check() -> Option<(Vec<Finding>, Vec<Held>)> {
             // SAFETY: the object is alive (checked in `suspects`); its type too.
             let type_name = unsafe { layout::type_name(layout::type_of(s.object)) };
             *tally.types.entry(type_name).or_default() += 1;
-            let api = s.origin.map_or("Py_INCREF", |o| apis::name(o.api as usize));
+            let api = match how {
+                How::Created => s.origin.map_or("?", |o| apis::name(o.api as usize)),
+                _ => "Py_INCREF",
+            };
             *tally.apis.entry(api).or_default() += 1;
         }
     }
@@ -119,8 +149,9 @@ pub fn check() -> Option<(Vec<Finding>, Vec<Held>)> {
 fn suspects() -> Vec<Suspect> {
     let readable = Readable::now();
     // SAFETY: checks run with the GIL held (at exit, in a pending call).
-    let (tracked, ledger) = unsafe { (TRACKED.entries(), LEDGER.entries()) };
-    let mut by_object: HashMap<usize, (Option<Origin>, Option<Entry>)> = HashMap::new();
+    let (tracked, ledger, growth) = unsafe { (TRACKED.entries(), LEDGER.entries(), GROWTH.entries()) };
+    type Known = (Option<Origin>, Option<Entry>, Option<growth::Entry>);
+    let mut by_object: HashMap<usize, Known> = HashMap::new();
     // The maps are keyed by memory block; the object follows its pre-header.
     for (block, origin) in tracked {
         by_object.entry(block + origin.pre_header as usize).or_default().0 = Some(origin);
@@ -128,18 +159,46 @@ fn suspects() -> Vec<Suspect> {
     for (block, entry) in ledger.into_iter().filter(|(_, e)| e.net > 0) {
         by_object.entry(block + entry.pre_header as usize).or_default().1 = Some(entry);
     }
+    for (block, entry) in growth {
+        by_object.entry(block + entry.pre_header as usize).or_default().2 = Some(entry);
+    }
     by_object
         .into_iter()
         .filter(|(object, _)| readable.contains(*object, 64))
-        .filter_map(|(object, (origin, ledger))| {
-            let expected = origin.map(|o| o.type_object).or(ledger.map(|e| e.type_object))?;
+        .filter_map(|(object, (origin, ledger, growth))| {
+            let expected = origin
+                .map(|o| o.type_object)
+                .or(ledger.map(|e| e.type_object))
+                .or(growth.map(|g| g.type_object))?;
             // SAFETY: the header is readable (checked above); a reused or
             // freed address shows another type or an impossible refcount.
             let (type_object, refcount) = unsafe { (layout::type_of(object), layout::refcount(object)) };
             let plausible = type_object == expected && (1..layout::IMMORTAL).contains(&refcount);
-            plausible.then_some(Suspect { object, refcount, origin, ledger })
+            plausible.then_some(Suspect { object, refcount, origin, ledger, growth })
         })
         .collect()
+}
+
+/// Whether the interpreter itself keeps references to `object` where the
+/// walk cannot count them: a static object (in a loaded file's data), and
+/// before 3.12 (where they became immortal) a cached small int or an
+/// interned string.
+fn shared(object: usize) -> bool {
+    if interpose::objects::object_at(object).is_some() {
+        return true;
+    }
+    static TYPES: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
+    let (int, str) = *TYPES.get_or_init(|| {
+        let find = |name| api::lookup(name).map_or(0, |a| a as usize);
+        (find(c"PyLong_Type"), find(c"PyUnicode_Type"))
+    });
+    // SAFETY: a live object (checked plausible by `suspects`).
+    let type_object = unsafe { layout::type_of(object) };
+    // SAFETY: as above: an int or a str of this interpreter's layout.
+    unsafe {
+        (type_object == int && layout::is_small_int(object))
+            || (type_object == str && layout::is_interned(object))
+    }
 }
 
 /// Where an object's unmatched increments are: the lines with more
@@ -158,7 +217,17 @@ fn increment_blame(entry: &Entry) -> Option<Blame> {
     let place = places[0].0.clone();
     let candidates =
         if places.len() > 1 { places.iter().filter_map(|(p, _)| p.line).collect() } else { Vec::new() };
-    Some(Blame { place, candidates, by_increment: true })
+    Some(Blame { place, candidates, how: How::Increments })
+}
+
+/// The method behind stub `method` and the lines in it where DWARF places
+/// an inlined `Py_INCREF`; the finding's line is the first of them.
+fn method_blame(method: u32) -> Blame {
+    let (mut place, candidates) = report::function_and_increments(crate::methods::function_of(method));
+    if let Some(&first) = candidates.first() {
+        place.line = Some(first);
+    }
+    Blame { place, candidates, how: How::MethodCalls }
 }
 
 fn conclude(tallies: HashMap<Blame, Tally>) -> (Vec<Finding>, Vec<Held>) {
@@ -179,7 +248,11 @@ fn conclude(tallies: HashMap<Blame, Tally>) -> (Vec<Finding>, Vec<Held>) {
             ..tally
         };
         if leaked && place.module.is_some() {
-            let precision = if blame.candidates.is_empty() { Precision::Exact } else { Precision::Function };
+            let precision = if blame.candidates.is_empty() && blame.how != How::MethodCalls {
+                Precision::Exact
+            } else {
+                Precision::Function
+            };
             findings.push(Finding {
                 id: 0,
                 kind: FindingKind::Leak,
@@ -213,7 +286,20 @@ fn evidence(blame: &Blame, tally: &Tally, type_name: &str, created: Option<u64>,
     let about = if estimated { "about " } else { "" };
     let n = format!("{about}{}", tally.objects);
     let refs = tally.references;
-    if blame.by_increment {
+    if blame.how == How::MethodCalls {
+        let function = blame.place.function.as_deref().unwrap_or("this function");
+        let lines = blame.candidates.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ");
+        let candidates = if lines.is_empty() {
+            "DWARF lists no inlined Py_INCREF in it".to_string()
+        } else {
+            format!("DWARF places Py_INCREF in it at line(s) {lines}")
+        };
+        return format!(
+            "{n} {type_name} objects passed to {function} keep {refs} reference(s) that nothing holds, each left by \
+             a call of {function} without a visible increment (an inline Py_INCREF no hook sees; {candidates})"
+        );
+    }
+    if blame.how == How::Increments {
         let where_ = if blame.candidates.is_empty() { "here" } else { "in this function" };
         return format!(
             "{n} {type_name} objects keep {refs} reference(s) taken {where_} by Py_INCREF/Py_IncRef that were never \

@@ -179,4 +179,5 @@ pub fn entry_for(name: &[u8]) -> Option<usize> {
         .find(|h| h.name.as_bytes() == name && h.real.load(Ordering::Relaxed) != 0)
         .map(|h| h.entry as usize)
         .or_else(|| crate::provenance::entry_for(name))
+        .or_else(|| crate::methods::entry_for(name))
 }

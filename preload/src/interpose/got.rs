@@ -36,6 +36,17 @@ pub unsafe fn patch(object: &Loaded, dynamic: &Dynamic) -> usize {
     patched
 }
 
+/// Stores `value` in the pointer-sized word at `address` inside a loaded
+/// object's data (a GOT slot, a method table), lifting RELRO protection for
+/// the moment of the write when the word lies there. False when `address`
+/// is in no loaded object or cannot be written.
+pub fn write_word(address: usize, value: usize) -> bool {
+    let Some(object) = super::objects::object_at(address) else { return false };
+    let in_relro = object.relro().is_some_and(|r| r.contains(&address));
+    let writable = object.writable_ranges().iter().any(|r| r.contains(&address));
+    (in_relro || writable) && write_slot(address, value, in_relro)
+}
+
 /// Stores `value` at `slot`, lifting RELRO protection for the moment of the
 /// write. Pages outside `PT_GNU_RELRO` are left as they are: a lazily bound
 /// `.got.plt` must stay writable.

@@ -9,4 +9,5 @@ pub mod got;
 pub mod objects;
 pub mod policy;
 
+pub use got::write_word;
 pub use objects::{watched, Watched};

@@ -15,6 +15,7 @@ mod address_map;
 pub mod apis;
 pub mod assoc;
 mod build_format;
+pub mod growth;
 pub mod ledger;
 pub mod tracked;
 mod trampolines;
@@ -33,7 +34,7 @@ const _: () = assert!(trampolines::ENTRIES >= apis::APIS.len());
 /// Starts following. Called at start, with the GIL held, before any GOT is
 /// patched.
 pub fn enable(gil: bool) {
-    if !gil || !tracked::init() || !ledger::init() || !assoc::init() {
+    if !gil || !tracked::init() || !ledger::init() || !assoc::init() || !growth::init() {
         return;
     }
     let sampling = crate::count::sample() > 1;
@@ -50,6 +51,11 @@ pub fn enable(gil: bool) {
     }
     crate::python::liveness::install();
     ENABLED.store(true, Ordering::Release);
+}
+
+/// Whether following is on.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
 }
 
 /// The trampoline for a C-API function a GOT slot names, if it is followed
@@ -350,6 +356,7 @@ unsafe fn forget_block(block: usize) -> Option<Origin> {
     // SAFETY: forwarded (the maps are GIL-serialized).
     unsafe {
         ledger::LEDGER.remove(block);
+        growth::GROWTH.remove(block);
         assoc::CONTAINERS.remove(block);
         if let Some(association) = assoc::ASSOC.remove(block) {
             crate::findings::overrelease::freed(block + association.pre_header as usize, &association);
@@ -368,6 +375,7 @@ pub fn reset_after_fork() {
             ledger::LEDGER.clear();
             assoc::ASSOC.clear();
             assoc::CONTAINERS.clear();
+            growth::GROWTH.clear();
         }
     }
 }

@@ -56,6 +56,58 @@ pub unsafe fn exception_args(exception: usize) -> usize {
     unsafe { ((exception + EXTRA.load(Ordering::Relaxed) + 16 + 8) as *const usize).read() }
 }
 
+/// `m_methods` of a `PyModuleDef`: after its `PyModuleDef_Base` (an object
+/// header, `m_init`, `m_index`, `m_copy`), `m_name`, `m_doc` and `m_size`.
+///
+/// # Safety
+/// `def` is a module definition.
+pub unsafe fn module_def_methods(def: usize) -> usize {
+    // SAFETY: caller's contract.
+    unsafe { ((def + EXTRA.load(Ordering::Relaxed) + 16 + 6 * 8) as *const usize).read() }
+}
+
+/// `tp_methods` of a type object: the 27th field after its `PyVarObject`.
+///
+/// # Safety
+/// `type_object` is a type object.
+pub unsafe fn type_methods(type_object: usize) -> usize {
+    // SAFETY: caller's contract.
+    unsafe { ((type_object + EXTRA.load(Ordering::Relaxed) + 24 + 26 * 8) as *const usize).read() }
+}
+
+/// Whether an exact int is one of the interpreter's cached small ints
+/// (-5..=256) on a version where they are not immortal (before 3.12):
+/// `ob_size` is the signed digit count, then 30-bit digits.
+///
+/// # Safety
+/// `int` is a live exact int.
+pub unsafe fn is_small_int(int: usize) -> bool {
+    if MINOR.load(Ordering::Relaxed) >= 12 {
+        return false;
+    }
+    let at = int + EXTRA.load(Ordering::Relaxed) + 16;
+    // SAFETY: caller's contract: ob_size, then at least one digit when
+    // ob_size is non-zero.
+    unsafe {
+        let size = (at as *const isize).read();
+        let digit = || ((at + 8) as *const u32).read();
+        size == 0 || (size == 1 && digit() <= 256) || (size == -1 && digit() <= 5)
+    }
+}
+
+/// Whether an exact str is interned, before 3.12 (the low two bits of
+/// `PyASCIIObject::state`, after the header, length and hash).
+///
+/// # Safety
+/// `str` is a live exact str.
+pub unsafe fn is_interned(str: usize) -> bool {
+    if MINOR.load(Ordering::Relaxed) >= 12 {
+        return false;
+    }
+    // SAFETY: caller's contract.
+    unsafe { ((str + EXTRA.load(Ordering::Relaxed) + 32) as *const u32).read() & 3 != 0 }
+}
+
 /// Refcounts at or above this are immortal objects (3.12+), not counts.
 pub const IMMORTAL: u64 = 1 << 30;
 

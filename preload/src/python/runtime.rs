@@ -54,11 +54,18 @@ def _rw_visits(objs):
             seen.add(id(o))
             todo.append(o)
     referents, tracked = _gc.get_referents, _gc.is_tracked
+    dict_len, dict_iter = dict.__len__, dict.__iter__
     while todo:
         o = todo.pop()
         if o is objs or o is todo or o is seen or id(o) == me:
             continue
-        for r in referents(o):
+        rs = referents(o)
+        # A dict's traversal leaves out its keys when they are all str (or
+        # the table is shared): count them here, read through dict's own C
+        # methods (no code of a subclass runs).
+        if issubclass(type(o), dict) and len(rs) == dict_len(o):
+            rs.extend(dict_iter(o))
+        for r in rs:
             i = index.get(id(r))
             if i is not None and r is objs[i]:
                 visits[i] += 1

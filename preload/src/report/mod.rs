@@ -47,6 +47,17 @@ pub fn place_of(ra: usize) -> Place {
     symbolizer.cached(ra).unwrap_or_else(|| symbolizer.place(ra, &interpose::watched()))
 }
 
+/// The function at `function` (an entry address) and the lines in it
+/// where DWARF places an inlined `Py_INCREF`.
+pub fn function_and_increments(function: usize) -> (Place, Vec<u32>) {
+    let mut symbolizer = SYMBOLIZER.lock().unwrap_or_else(|e| e.into_inner());
+    let symbolizer = symbolizer.get_or_insert_with(Symbolizer::default);
+    let watched = interpose::watched();
+    // The entry address is the "return address" of nothing: name the
+    // instruction at it (a return address names the one before).
+    (symbolizer.place(function + 1, &watched), symbolizer.increment_lines(function, &watched))
+}
+
 /// Fresh objects received per source line (estimates when sampling).
 pub fn created_by_place() -> HashMap<Place, u64> {
     let mut out: HashMap<Place, u64> = HashMap::new();

@@ -48,11 +48,7 @@ impl Symbolizer {
 
     fn locate(&mut self, object: &Watched, ra: usize) -> Place {
         let mut place = Place { module: Some(object.basename().to_string()), ..Place::default() };
-        let loader = self
-            .loaders
-            .entry(object.path.clone())
-            .or_insert_with(|| addr2line::Loader::new(debuginfo::dwarf_file(Path::new(&object.path))).ok());
-        let Some(loader) = loader else { return place };
+        let Some(loader) = self.loader(object) else { return place };
         // The call instruction ends at `ra`; `ra - 1` is inside it.
         let probe = (ra - 1 - object.bias) as u64;
         // The outermost function, for when every frame with a line is in a
@@ -90,6 +86,73 @@ impl Symbolizer {
             place.function = Some(format!("{name}+{:#x}", probe + 1 - start));
         }
         place
+    }
+}
+
+/// CPython's inline functions that take a reference.
+const INCREMENTS: &[&str] = &[
+    "Py_INCREF",
+    "_Py_INCREF",
+    "Py_XINCREF",
+    "_Py_XINCREF",
+    "Py_NewRef",
+    "_Py_NewRef",
+    "Py_XNewRef",
+    "_Py_XNewRef",
+];
+
+/// Bytes of code read per function at most when looking for its increments.
+const MAX_FUNCTION: u64 = 1 << 16;
+
+impl Symbolizer {
+    /// The lines of the function at `function` (its entry address, in a
+    /// watched object) where DWARF places an inlined `Py_INCREF` (or
+    /// `Py_XINCREF`, `Py_NewRef`): where a reference it takes may be.
+    pub fn increment_lines(&mut self, function: usize, watched: &[Watched]) -> Vec<u32> {
+        let Some(object) = watched.iter().find(|w| w.contains(function)) else { return Vec::new() };
+        let Some(loader) = self.loader(object) else { return Vec::new() };
+        let start = (function - object.bias) as u64;
+        let outermost = |address: u64| -> Option<String> {
+            let mut frames = loader.find_frames(address).ok()?;
+            let mut last = None;
+            while let Ok(Some(frame)) = frames.next() {
+                last =
+                    frame.function.as_ref().and_then(|f| f.raw_name().ok()).map(|n| n.into_owned()).or(last);
+            }
+            last
+        };
+        let Some(name) = outermost(start) else { return Vec::new() };
+        let mut lines = std::collections::BTreeSet::new();
+        // Every byte: an inlined increment's range need not start at a
+        // line-table row (gcc schedules its instruction among others).
+        for address in start..start + MAX_FUNCTION {
+            let Ok(mut frames) = loader.find_frames(address) else { break };
+            let (mut increment, mut own_line, mut last) = (false, None, None);
+            while let Ok(Some(frame)) = frames.next() {
+                let function = frame.function.as_ref().and_then(|f| f.raw_name().ok());
+                increment |= function.as_ref().is_some_and(|f| INCREMENTS.contains(&f.as_ref()));
+                last = function.map(|f| f.into_owned()).or(last);
+                let location = frame.location.as_ref();
+                if own_line.is_none() && location.and_then(|l| l.file).is_some_and(|f| !is_cpython_header(f))
+                {
+                    own_line = location.and_then(|l| l.line);
+                }
+            }
+            if last.as_deref() != Some(name.as_str()) {
+                break; // past the end of the function
+            }
+            if let (true, Some(line)) = (increment, own_line) {
+                lines.insert(line);
+            }
+        }
+        lines.into_iter().collect()
+    }
+
+    fn loader(&mut self, object: &Watched) -> Option<&addr2line::Loader> {
+        self.loaders
+            .entry(object.path.clone())
+            .or_insert_with(|| addr2line::Loader::new(debuginfo::dwarf_file(Path::new(&object.path))).ok())
+            .as_ref()
     }
 }
 

@@ -1,0 +1,327 @@
+//! A watched extension's functions as Python calls them: the methods it
+//! registers (`PyMethodDef` tables of its modules and types) are wrapped, so
+//! each call's arguments are seen before and after. An argument whose
+//! refcount grew across a call that did not return it was given a reference
+//! the call kept: `provenance::growth` remembers it, and if at a check those
+//! references are ones nothing holds, the method is the function that left
+//! them (an inline `Py_INCREF` on a release build, which no hook sees).
+//!
+//! The tables are reached through the calls that register them, made from
+//! the extension's own GOT: `PyModule_Create2`, `PyModuleDef_Init`,
+//! `PyModule_FromDefAndSpec2`, `PyModule_AddFunctions`, `PyType_Ready` and
+//! the `PyType_From*Spec*` family. Each entry's `ml_meth` is pointed at a
+//! stub (`stubs`) before the interpreter makes function objects of it; the
+//! interpreter reads `ml_meth` at every call.
+
+mod stubs;
+
+use crate::python::layout;
+use std::ffi::{c_int, c_void};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+/// `ml_flags` of the method behind stub `k`.
+static FLAGS: [AtomicU32; stubs::STUBS] = [const { AtomicU32::new(0) }; stubs::STUBS];
+/// Stubs handed out.
+static USED: AtomicUsize = AtomicUsize::new(0);
+
+const METH_VARARGS: u32 = 0x1;
+const METH_NOARGS: u32 = 0x4;
+const METH_O: u32 = 0x8;
+const METH_FASTCALL: u32 = 0x80;
+const METH_METHOD: u32 = 0x200;
+
+/// `PyMethodDef`: name, function, flags, doc (32 bytes in every version).
+#[repr(C)]
+struct MethodDef {
+    name: usize,
+    meth: usize,
+    flags: c_int,
+    doc: usize,
+}
+
+/// Entries read from one table at most (tables end with a NULL name).
+const MAX_TABLE: usize = 4096;
+
+/// Wraps every entry of the `PyMethodDef` table at `defs`.
+///
+/// # Safety
+/// `defs` is NULL or a NULL-terminated `PyMethodDef` table.
+unsafe fn wrap_table(defs: usize) {
+    if defs == 0 {
+        return;
+    }
+    for i in 0..MAX_TABLE {
+        let entry = (defs + i * size_of::<MethodDef>()) as *const MethodDef;
+        // SAFETY: within the table (caller's contract): it ends at a NULL name.
+        let (name, meth, flags) = unsafe { ((*entry).name, (*entry).meth, (*entry).flags) };
+        if name == 0 {
+            return;
+        }
+        if meth == 0 || stubs::index_of(meth).is_some() {
+            continue; // nothing to call, or wrapped already
+        }
+        let k = USED.fetch_add(1, Ordering::Relaxed);
+        if k >= stubs::STUBS {
+            static TOLD: std::sync::Once = std::sync::Once::new();
+            TOLD.call_once(|| {
+                crate::sys::warn(format_args!(
+                    "more than {} extension methods: the rest are not followed call by call",
+                    stubs::STUBS
+                ))
+            });
+            return;
+        }
+        stubs::REAL[k].store(meth, Ordering::Relaxed);
+        FLAGS[k].store(flags as u32, Ordering::Relaxed);
+        // SAFETY: `ml_meth` of a table entry: an aligned pointer-sized field
+        // of the extension's data; the write lifts RELRO protection when
+        // the (const) table lies there.
+        let slot = unsafe { std::ptr::addr_of!((*entry).meth) } as usize;
+        crate::interpose::write_word(slot, stubs::stub(k));
+    }
+}
+
+/// Wraps the methods of a `PyModuleDef`.
+///
+/// # Safety
+/// `def` is NULL or a module definition.
+unsafe fn wrap_module_def(def: usize) {
+    if def != 0 {
+        // SAFETY: caller's contract.
+        unsafe { wrap_table(layout::module_def_methods(def)) };
+    }
+}
+
+/// Wraps the `Py_tp_methods` table of a `PyType_Spec`.
+///
+/// # Safety
+/// `spec` is NULL or a type spec.
+unsafe fn wrap_spec(spec: usize) {
+    const PY_TP_METHODS: c_int = 64;
+    if spec == 0 {
+        return;
+    }
+    // SAFETY: `PyType_Spec::slots` (after name, two ints and the flags) is
+    // an array of `{int slot; void *pfunc}` ended by slot 0.
+    unsafe {
+        let slots = *((spec + 24) as *const usize);
+        for i in 0..MAX_TABLE {
+            let slot = (slots + 16 * i) as *const (c_int, usize);
+            match (*slot).0 {
+                0 => return,
+                PY_TP_METHODS => wrap_table((*slot).1),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The registration functions, each forwarding to the interpreter's after
+/// wrapping what it is given: `name(arguments) -> result => wrapper(argument)`.
+macro_rules! registrations {
+    ($( $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty => $wrap:ident ( $warg:ident ) ; )*) => {
+        $(
+            #[allow(non_snake_case)]
+            mod $name {
+                use super::*;
+                pub static REAL: AtomicUsize = AtomicUsize::new(0);
+                pub extern "C" fn entry($($arg: $ty),*) -> $ret {
+                    // SAFETY: the argument is what the extension passes to the
+                    // interpreter's function of this name, which reads it the
+                    // same way (a definition, a table, a type or a spec).
+                    unsafe { $wrap($warg as usize) };
+                    let real: extern "C" fn($($ty),*) -> $ret =
+                        // SAFETY: REAL holds the interpreter's function of
+                        // this name (set before any slot was patched), of
+                        // this C signature.
+                        unsafe { std::mem::transmute(REAL.load(Ordering::Relaxed)) };
+                    real($($arg),*)
+                }
+            }
+        )*
+        /// (name, the interpreter's function, the entry) of every
+        /// registration function.
+        fn registrations() -> [(&'static str, &'static AtomicUsize, usize); REGISTRATION_COUNT] {
+            [ $( (stringify!($name), &$name::REAL, $name::entry as *const () as usize) ),* ]
+        }
+    };
+}
+
+type P = *mut c_void;
+const REGISTRATION_COUNT: usize = 9;
+
+/// `PyType_Ready`'s argument: its methods table.
+///
+/// # Safety
+/// `type_object` is a type object being readied.
+unsafe fn wrap_type(type_object: usize) {
+    if type_object != 0 {
+        // SAFETY: caller's contract.
+        unsafe { wrap_table(layout::type_methods(type_object)) };
+    }
+}
+
+registrations! {
+    PyModule_Create2(def: P, version: c_int) -> P => wrap_module_def(def);
+    PyModuleDef_Init(def: P) -> P => wrap_module_def(def);
+    PyModule_FromDefAndSpec2(def: P, spec: P, version: c_int) -> P => wrap_module_def(def);
+    PyModule_AddFunctions(module: P, defs: P) -> c_int => wrap_table(defs);
+    PyType_Ready(type_object: P) -> c_int => wrap_type(type_object);
+    PyType_FromSpec(spec: P) -> P => wrap_spec(spec);
+    PyType_FromSpecWithBases(spec: P, bases: P) -> P => wrap_spec(spec);
+    PyType_FromModuleAndSpec(module: P, spec: P, bases: P) -> P => wrap_spec(spec);
+    PyType_FromMetaclass(meta: P, module: P, spec: P, bases: P) -> P => wrap_spec(spec);
+}
+
+/// Looks up the interpreter's registration functions (at start).
+pub fn resolve() {
+    for (name, real, _) in registrations() {
+        let c_name = std::ffi::CString::new(name).expect("names have no NUL");
+        // SAFETY: a valid C string; refwatch exports none of these names.
+        let address = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c_name.as_ptr()) };
+        real.store(address as usize, Ordering::Relaxed);
+    }
+}
+
+/// Where a GOT slot naming `name` should point, if it is a registration
+/// function this interpreter has.
+pub fn entry_for(name: &[u8]) -> Option<usize> {
+    let (_, real, entry) = registrations().into_iter().find(|(n, _, _)| n.as_bytes() == name)?;
+    (real.load(Ordering::Relaxed) != 0).then_some(entry)
+}
+
+/// The function behind method stub `k` (for naming it).
+pub fn function_of(k: u32) -> usize {
+    stubs::REAL.get(k as usize).map_or(0, |r| r.load(Ordering::Relaxed))
+}
+
+/// Arguments looked at per call.
+const ARGUMENTS: usize = 6;
+/// Nested method calls followed per thread.
+const DEPTH: usize = 32;
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Frame {
+    objects: [usize; ARGUMENTS],
+    before: [u64; ARGUMENTS],
+    count: usize,
+}
+
+#[repr(C)]
+struct Calls {
+    depth: usize,
+    frames: [Frame; DEPTH],
+}
+
+core::arch::global_asm!(
+    ".section .tbss,\"awT\",@nobits",
+    ".p2align 4",
+    ".hidden refwatch_method_calls",
+    ".type refwatch_method_calls,@object",
+    ".size refwatch_method_calls, {size}",
+    "refwatch_method_calls:",
+    ".zero {size}",
+    ".text",
+    ".p2align 4",
+    ".hidden refwatch_method_calls_address",
+    "refwatch_method_calls_address:",
+    "mov rax, qword ptr [rip + refwatch_method_calls@GOTTPOFF]",
+    "add rax, qword ptr fs:[0]",
+    "ret",
+    size = const size_of::<Calls>(),
+);
+
+unsafe extern "C" {
+    fn refwatch_method_calls_address() -> *mut Calls;
+}
+
+/// The calling thread's method frames (initial-exec TLS, like the shadow
+/// stack of `provenance`).
+fn calls() -> &'static mut Calls {
+    // SAFETY: this thread's own zero-initialized TLS block; only this
+    // thread's stubs touch it, one call at a time.
+    unsafe { &mut *refwatch_method_calls_address() }
+}
+
+/// The objects a call of a method with `flags` receives (`registers`: the
+/// argument registers), `self` included.
+///
+/// # Safety
+/// `registers` are the arguments of a call of such a method.
+unsafe fn arguments(flags: u32, registers: &[usize; 6], out: &mut [usize; ARGUMENTS]) -> usize {
+    let mut n = 0;
+    let mut push = |object: usize| {
+        if object != 0 && n < ARGUMENTS {
+            out[n] = object;
+            n += 1;
+        }
+    };
+    push(registers[0]);
+    // SAFETY: the layout of each calling convention (caller's contract).
+    unsafe {
+        if flags & METH_O != 0 {
+            push(registers[1]);
+        } else if flags & METH_FASTCALL != 0 {
+            let (args, nargs) = if flags & METH_METHOD != 0 {
+                (registers[2], registers[3])
+            } else {
+                (registers[1], registers[2])
+            };
+            for i in 0..nargs.min(ARGUMENTS) {
+                push(*(args as *const usize).add(i));
+            }
+        } else if flags & METH_VARARGS != 0 && registers[1] != 0 {
+            let tuple = registers[1];
+            for i in 0..layout::size(tuple).min(ARGUMENTS) {
+                push(layout::tuple_item(tuple, i));
+            }
+        } else if flags & METH_NOARGS == 0 {
+            // Unknown convention: self only.
+        }
+    }
+    n
+}
+
+/// Called by stub `k` before the method: notes its arguments' refcounts.
+extern "C" fn on_enter(k: usize, registers: *const [usize; 6]) {
+    let calls = calls();
+    let depth = calls.depth;
+    calls.depth += 1;
+    if depth >= DEPTH {
+        return;
+    }
+    let frame = &mut calls.frames[depth];
+    // SAFETY: the stub passes its saved argument registers; the method's
+    // flags say how to read them; the arguments are alive for the call.
+    unsafe {
+        frame.count = arguments(FLAGS[k].load(Ordering::Relaxed), &*registers, &mut frame.objects);
+        for i in 0..frame.count {
+            frame.before[i] = layout::refcount(frame.objects[i]);
+        }
+    }
+}
+
+/// Called by stub `k` after the method returned `result`: an argument
+/// with more references than before, beyond the one in `result`, was given
+/// them by the call.
+extern "C" fn on_exit(k: usize, _registers: *const [usize; 6], result: usize) {
+    let calls = calls();
+    calls.depth = calls.depth.saturating_sub(1);
+    let depth = calls.depth;
+    if depth >= DEPTH {
+        return;
+    }
+    let frame = calls.frames[depth];
+    for i in 0..frame.count {
+        let object = frame.objects[i];
+        // SAFETY: arguments are held by the caller for the whole call.
+        let after = unsafe { layout::refcount(object) };
+        let returned = u64::from(object == result);
+        let before = frame.before[i];
+        if before < layout::IMMORTAL && after > before + returned {
+            // SAFETY: the GIL is held (the method was called with it).
+            unsafe { crate::provenance::growth::note(object, k as u32, after - before - returned) };
+        }
+    }
+}
