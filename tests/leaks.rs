@@ -179,11 +179,13 @@ fn an_extra_increment_on_an_owned_object_is_named_where_a_hook_sees_it_else_at_f
         // Py_INCREF of the normal API is inline on every build: the calls of
         // `keep` left the references, named at function level with the lines
         // DWARF places Py_INCREF at as candidates (before 3.12 that includes
-        // Py_RETURN_NONE's increment of None).
+        // Py_RETURN_NONE's increment of None). Watchpoints off: pinning the
+        // line is tests/watchpoints.rs's subject.
+        let unpinned = || Agent::Json(&[("REFWATCH_WATCHPOINTS", "off")]);
         let function = |m| -> BTreeSet<(String, String, u32, String)> {
             [("Leak".to_string(), "extra_ref.c".to_string(), line(m), "Function".to_string())].into()
         };
-        let r = run(py, &[&normal], &driver("keep"), Agent::Json(&[]));
+        let r = run(py, &[&normal], &driver("keep"), unpinned());
         let (findings, _) = r.summary_findings()?;
         ensure!(finding_set(&findings) == function("extra-incref"), "inline Py_INCREF: {findings:#?}");
         ensure!(
@@ -193,7 +195,7 @@ fn an_extra_increment_on_an_owned_object_is_named_where_a_hook_sees_it_else_at_f
             "{findings:?}"
         );
         // Limited API: Py_INCREF is a call on 3.12+ and on debug builds.
-        let r = run(py, &[&limited], &driver("keep"), Agent::Json(&[]));
+        let r = run(py, &[&limited], &driver("keep"), unpinned());
         let (findings, _) = r.summary_findings()?;
         let visible = py.at_least(3, 12) || py.is_debug();
         let want = if visible { exact("extra-incref") } else { function("extra-incref") };

@@ -98,6 +98,9 @@ pub struct Settings {
     /// release builds); zero means only at exit.
     pub census: Duration,
     pub on_overrelease: OnOverrelease,
+    /// Pin inline increments and releases to their line with hardware
+    /// watchpoints where the kernel allows them.
+    pub watchpoints: bool,
 }
 
 impl Default for Settings {
@@ -110,6 +113,7 @@ impl Default for Settings {
             modules: ModuleFilter::Default,
             census: Duration::from_secs(60),
             on_overrelease: OnOverrelease::Report,
+            watchpoints: true,
         }
     }
 }
@@ -241,6 +245,22 @@ pub const SETTINGS: &[Setting] = &[
             }
             .into()
         },
+    },
+    Setting {
+        env: "REFWATCH_WATCHPOINTS",
+        flag: "watchpoints",
+        value_name: "on|off",
+        accepted: "on or off",
+        help: "Pin inline Py_INCREF/Py_DECREF of suspect objects to their line with hardware watchpoints (default on)",
+        apply: |s, v| {
+            s.watchpoints = match v {
+                "on" => true,
+                "off" => false,
+                _ => return None,
+            };
+            Some(())
+        },
+        show: |s| if s.watchpoints { "on" } else { "off" }.into(),
     },
 ];
 
@@ -379,6 +399,7 @@ mod tests {
             ("REFWATCH_MODULES", "a,,b"),
             ("REFWATCH_CENSUS", "often"),
             ("REFWATCH_ON_OVERRELEASE", "ignore"),
+            ("REFWATCH_WATCHPOINTS", "yes"),
         ];
         for (var, value) in bad {
             let errors = parse(&[(var, value)]).unwrap_err();

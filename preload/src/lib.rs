@@ -24,5 +24,6 @@ mod python;
 mod report;
 mod symbolize;
 mod sys;
+mod watch;
 
 pub use interpose::dlopen::{_Exit, _exit, dlclose, dlopen};

@@ -63,6 +63,7 @@ fn start(settings: &'static Settings) {
     count::set_sample(settings.sample);
     hooks::resolve();
     methods::resolve();
+    crate::watch::configure(settings.watchpoints);
     let flavour = FLAVOUR.get_or_init(facts::flavour);
     provenance::enable(flavour.gil);
     *STARTED_AT.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());

@@ -56,3 +56,45 @@ pub fn zeroed_mapping(bytes: usize) -> Option<*mut u8> {
     };
     (base != libc::MAP_FAILED).then_some(base.cast())
 }
+
+/// `static_thread_block!(fn name() -> Type, "symbol")`: a zero-initialized
+/// block of `Type` per thread in refwatch's own TLS, reached with the
+/// initial-exec model (`fs`-relative, no `__tls_get_addr` call, which a
+/// `thread_local!` in a shared object pays on every access). refwatch is
+/// loaded at start-up by LD_PRELOAD, so its TLS is in the static block.
+/// `name()` returns the calling thread's block; `Type` must be valid when
+/// all zeros.
+macro_rules! static_thread_block {
+    ($vis:vis fn $name:ident() -> $ty:ty, $symbol:literal) => {
+        core::arch::global_asm!(
+            ".section .tbss,\"awT\",@nobits",
+            ".p2align 4",
+            concat!(".hidden ", $symbol),
+            concat!(".type ", $symbol, ",@object"),
+            concat!(".size ", $symbol, ", {size}"),
+            concat!($symbol, ":"),
+            ".zero {size}",
+            ".text",
+            ".p2align 4",
+            concat!(".globl ", $symbol, "_address"),
+            concat!(".hidden ", $symbol, "_address"),
+            concat!($symbol, "_address:"),
+            concat!("mov rax, qword ptr [rip + ", $symbol, "@GOTTPOFF]"),
+            "add rax, qword ptr fs:[0]",
+            "ret",
+            size = const size_of::<$ty>(),
+        );
+
+        $vis fn $name() -> *mut $ty {
+            unsafe extern "C" {
+                #[link_name = concat!($symbol, "_address")]
+                fn address() -> *mut $ty;
+            }
+            // SAFETY: the helper only computes the address of this thread's
+            // block; it has no preconditions.
+            unsafe { address() }
+        }
+    };
+}
+
+pub(crate) use static_thread_block;

@@ -68,6 +68,9 @@ enum How {
     /// Calls of this method left them on an argument, without a visible
     /// increment (an inline `Py_INCREF`).
     MethodCalls,
+    /// As `MethodCalls`, with the increment's line pinned by watchpoints
+    /// on this many calls.
+    Pinned(u32),
 }
 
 /// What was found for one blame.
@@ -220,10 +223,25 @@ fn increment_blame(entry: &Entry) -> Option<Blame> {
     Some(Blame { place, candidates, how: How::Increments })
 }
 
-/// The method behind stub `method` and the lines in it where DWARF places
-/// an inlined `Py_INCREF`; the finding's line is the first of them.
+/// The method behind stub `method`: the lines its watched calls' increments
+/// were pinned to (`watch`), or else the lines where DWARF places an inlined
+/// `Py_INCREF` in it as candidates, the finding's line the first of them.
 fn method_blame(method: u32) -> Blame {
     let (mut place, candidates) = report::function_and_increments(crate::methods::function_of(method));
+    // The instruction after each write: its line is the write's own.
+    let mut pinned: Vec<u32> = crate::watch::increments(method)
+        .into_iter()
+        .map(|(ip, _)| report::place_of(ip))
+        .filter(|p| p.module.is_some() && p.function == place.function)
+        .filter_map(|p| p.line)
+        .collect();
+    pinned.sort_unstable();
+    pinned.dedup();
+    if let [line] = pinned[..] {
+        place.line = Some(line);
+        return Blame { place, candidates: Vec::new(), how: How::Pinned(crate::watch::armed_calls(method)) };
+    }
+    let candidates = if pinned.is_empty() { candidates } else { pinned };
     if let Some(&first) = candidates.first() {
         place.line = Some(first);
     }
@@ -286,18 +304,26 @@ fn evidence(blame: &Blame, tally: &Tally, type_name: &str, created: Option<u64>,
     let about = if estimated { "about " } else { "" };
     let n = format!("{about}{}", tally.objects);
     let refs = tally.references;
-    if blame.how == How::MethodCalls {
+    if let How::MethodCalls | How::Pinned(_) = blame.how {
         let function = blame.place.function.as_deref().unwrap_or("this function");
+        let left = format!(
+            "{n} {type_name} objects passed to {function} keep {refs} reference(s) that nothing holds, each left by \
+             a call of {function} without a visible increment"
+        );
+        if let How::Pinned(calls) = blame.how {
+            return format!(
+                "{left}: the inline Py_INCREF here, pinned by a hardware watchpoint on the arguments' refcounts \
+                 over {calls} call(s), is never given back"
+            );
+        }
         let lines = blame.candidates.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ");
         let candidates = if lines.is_empty() {
             "DWARF lists no inlined Py_INCREF in it".to_string()
         } else {
-            format!("DWARF places Py_INCREF in it at line(s) {lines}")
+            format!("candidate lines {lines}")
         };
-        return format!(
-            "{n} {type_name} objects passed to {function} keep {refs} reference(s) that nothing holds, each left by \
-             a call of {function} without a visible increment (an inline Py_INCREF no hook sees; {candidates})"
-        );
+        let why = crate::watch::unavailable().unwrap_or_else(|| "no watched call pinned one line".into());
+        return format!("{left} (an inline Py_INCREF no hook sees; {candidates}; not pinned: {why})");
     }
     if blame.how == How::Increments {
         let where_ = if blame.candidates.is_empty() { "here" } else { "in this function" };

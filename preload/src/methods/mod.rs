@@ -206,6 +206,8 @@ struct Frame {
     objects: [usize; ARGUMENTS],
     before: [u64; ARGUMENTS],
     count: usize,
+    /// Watchpoints armed for this call (`watch`).
+    armed: crate::watch::Armed,
 }
 
 #[repr(C)]
@@ -214,34 +216,13 @@ struct Calls {
     frames: [Frame; DEPTH],
 }
 
-core::arch::global_asm!(
-    ".section .tbss,\"awT\",@nobits",
-    ".p2align 4",
-    ".hidden refwatch_method_calls",
-    ".type refwatch_method_calls,@object",
-    ".size refwatch_method_calls, {size}",
-    "refwatch_method_calls:",
-    ".zero {size}",
-    ".text",
-    ".p2align 4",
-    ".hidden refwatch_method_calls_address",
-    "refwatch_method_calls_address:",
-    "mov rax, qword ptr [rip + refwatch_method_calls@GOTTPOFF]",
-    "add rax, qword ptr fs:[0]",
-    "ret",
-    size = const size_of::<Calls>(),
-);
+crate::sys::static_thread_block!(fn calls_block() -> Calls, "refwatch_method_calls");
 
-unsafe extern "C" {
-    fn refwatch_method_calls_address() -> *mut Calls;
-}
-
-/// The calling thread's method frames (initial-exec TLS, like the shadow
-/// stack of `provenance`).
+/// The calling thread's method frames.
 fn calls() -> &'static mut Calls {
-    // SAFETY: this thread's own zero-initialized TLS block; only this
-    // thread's stubs touch it, one call at a time.
-    unsafe { &mut *refwatch_method_calls_address() }
+    // SAFETY: this thread's own zero-initialized block (all zeros is an
+    // empty stack); only this thread's stubs touch it, one call at a time.
+    unsafe { &mut *calls_block() }
 }
 
 /// The objects a call of a method with `flags` receives (`registers`: the
@@ -299,6 +280,14 @@ extern "C" fn on_enter(k: usize, registers: *const [usize; 6]) {
         for i in 0..frame.count {
             frame.before[i] = layout::refcount(frame.objects[i]);
         }
+        // A suspect method's arguments (self last) are watched for a few
+        // calls: the slow path of `watch`.
+        let (self_, arguments) = frame.objects[..frame.count].split_first().unwrap_or((&0, &[]));
+        let mut watched = [0usize; ARGUMENTS];
+        let n = arguments.len();
+        watched[..n].copy_from_slice(arguments);
+        watched[n] = *self_;
+        frame.armed = crate::watch::arm_for(k as u32, &watched[..frame.count]);
     }
 }
 
@@ -313,15 +302,29 @@ extern "C" fn on_exit(k: usize, _registers: *const [usize; 6], result: usize) {
         return;
     }
     let frame = calls.frames[depth];
-    for i in 0..frame.count {
-        let object = frame.objects[i];
+    // How many references the call left on each argument (0 for objects
+    // that are not arguments).
+    let grew = |object: usize| -> u64 {
+        let Some(i) = frame.objects[..frame.count].iter().position(|&o| o == object) else { return 0 };
         // SAFETY: arguments are held by the caller for the whole call.
         let after = unsafe { layout::refcount(object) };
-        let returned = u64::from(object == result);
-        let before = frame.before[i];
-        if before < layout::IMMORTAL && after > before + returned {
-            // SAFETY: the GIL is held (the method was called with it).
-            unsafe { crate::provenance::growth::note(object, k as u32, after - before - returned) };
+        let (before, returned) = (frame.before[i], u64::from(object == result));
+        if before < layout::IMMORTAL {
+            after.saturating_sub(before + returned)
+        } else {
+            0
         }
+    };
+    for &object in &frame.objects[..frame.count] {
+        let left = grew(object);
+        if left > 0 {
+            // SAFETY: the GIL is held (the method was called with it).
+            unsafe { crate::provenance::growth::note(object, k as u32, left) };
+            crate::watch::suspect(k as u32);
+        }
+    }
+    if frame.armed != 0 {
+        // SAFETY: armed by this thread for this call, which has returned.
+        unsafe { crate::watch::disarm(k as u32, frame.armed, |object| grew(object) > 0) };
     }
 }

@@ -111,6 +111,11 @@ pub unsafe fn is_interned(str: usize) -> bool {
 /// Refcounts at or above this are immortal objects (3.12+), not counts.
 pub const IMMORTAL: u64 = 1 << 30;
 
+/// Where `ob_refcnt` is in an object.
+pub fn refcount_offset() -> usize {
+    EXTRA.load(Ordering::Relaxed)
+}
+
 /// `ob_refcnt`.
 ///
 /// # Safety

@@ -1,0 +1,301 @@
+//! Exact lines for inline `Py_INCREF`s on release builds, by hardware
+//! watchpoints (DESIGN.md §8). No call happens at an inline increment, so
+//! no hook sees it; a write watchpoint on the object's refcount does: the
+//! signal it sends carries the instruction after the write.
+//!
+//! A method whose calls left references on an argument (`methods`,
+//! `provenance::growth`) becomes a suspect. Its next few calls (at most
+//! [`CALLS_PER_METHOD`], [`CALLS_IN_ALL`] in all) watch up to
+//! [`PER_CALL`] of their arguments' refcounts on the calling thread, from
+//! the method's entry to its return: a rate-limited slow path of a few
+//! system calls, never on the per-operation hot path. Each write is noted
+//! by the signal handler (instruction pointer and the change of the count);
+//! for a call that leaves an argument with more references than it had,
+//! the extension's increments and releases are paired like brackets and
+//! the increments left unmatched are kept. At the check, when they are all
+//! on one line of the method, that line left the references: the finding
+//! becomes `exact`.
+//!
+//! Watchpoints are per thread and armed only inside a call (so nothing is
+//! left armed at thread exit, fork or exit); the signal is a real-time one
+//! that nothing else in the process handles, with `SA_RESTART`; the host's
+//! handlers are untouched. Where `perf_event_open` is refused (paranoid
+//! level, seccomp) or `REFWATCH_WATCHPOINTS=off`, the finding stays at
+//! function level and says why.
+
+mod perf;
+
+use crate::python::layout;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU8, Ordering};
+use std::sync::Mutex;
+
+/// Arguments watched per call (x86_64 has 4 debug registers per thread;
+/// nested calls may need some).
+const PER_CALL: usize = 2;
+/// Armed calls per suspect method, and in all.
+const CALLS_PER_METHOD: u32 = 8;
+const CALLS_IN_ALL: u32 = 256;
+/// Writes noted per watched object and call.
+const EVENTS: usize = 32;
+/// Methods that can be suspects (the stubs of `methods`).
+const METHODS: usize = 512;
+
+/// Whether arming is possible: on until refused or turned off.
+static STATE: AtomicU8 = AtomicU8::new(UNSET);
+const UNSET: u8 = 0;
+const ON: u8 = 1;
+const OFF: u8 = 2;
+const REFUSED: u8 = 3;
+/// `errno` of the refusal.
+static REFUSAL: AtomicI32 = AtomicI32::new(0);
+/// The real-time signal writes are reported with.
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+static ARMED_IN_ALL: AtomicU32 = AtomicU32::new(0);
+/// Per method: calls that left references (suspicion), calls armed.
+static SUSPECT: [AtomicU32; METHODS] = [const { AtomicU32::new(0) }; METHODS];
+static ARMED: [AtomicU32; METHODS] = [const { AtomicU32::new(0) }; METHODS];
+/// Per method: the unmatched increments of its watched calls, by
+/// instruction pointer.
+static PINS: Mutex<Option<HashMap<u32, HashMap<usize, u64>>>> = Mutex::new(None);
+
+/// Decides at start whether watchpoints may be used.
+pub fn configure(enabled: bool) {
+    if !enabled {
+        STATE.store(OFF, Ordering::Relaxed);
+        return;
+    }
+    match install_handler() {
+        Some(signal) => {
+            SIGNAL.store(signal, Ordering::Relaxed);
+            STATE.store(ON, Ordering::Relaxed);
+        }
+        None => {
+            REFUSAL.store(0, Ordering::Relaxed);
+            STATE.store(REFUSED, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Installs the handler on the highest real-time signal nobody handles.
+fn install_handler() -> Option<i32> {
+    for signal in (libc::SIGRTMIN() + 3..libc::SIGRTMAX()).rev() {
+        // SAFETY: an all-zero sigaction is a valid value to be overwritten.
+        let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: with a null new action, sigaction only reads the current one.
+        if unsafe { libc::sigaction(signal, std::ptr::null(), &mut current) } != 0 {
+            continue;
+        }
+        if current.sa_sigaction != libc::SIG_DFL || current.sa_flags & libc::SA_SIGINFO != 0 {
+            continue;
+        }
+        // SAFETY: a handler that only touches this thread's block and the
+        // watched object's refcount (async-signal-safe), with SA_RESTART so
+        // the host's system calls go on.
+        let installed = unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_signal as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut()) == 0
+        };
+        if installed {
+            return Some(signal);
+        }
+    }
+    None
+}
+
+/// Why findings are not pinned, for their evidence; `None` when they can be.
+pub fn unavailable() -> Option<String> {
+    match STATE.load(Ordering::Relaxed) {
+        OFF => Some("watchpoints are off (REFWATCH_WATCHPOINTS=off)".into()),
+        REFUSED => Some(match REFUSAL.load(Ordering::Relaxed) {
+            0 => "no free real-time signal for watchpoints".into(),
+            errno => format!(
+                "the kernel refused a hardware watchpoint ({}; perf_event_paranoid {})",
+                std::io::Error::from_raw_os_error(errno),
+                std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+                    .map_or("?".into(), |s| s.trim().to_string())
+            ),
+        }),
+        ON => None,
+        _ => Some("watchpoints were not set up".into()),
+    }
+}
+
+/// A call of `method` left references on an argument.
+pub fn suspect(method: u32) {
+    if let Some(s) = SUSPECT.get(method as usize) {
+        s.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One write: the instruction after it, and how it changed the count.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Write {
+    ip: usize,
+    delta: i64,
+}
+
+/// One watched argument of the current call.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Watch {
+    fd: i32,
+    object: usize,
+    /// The refcount after the last write seen.
+    last: u64,
+    count: usize,
+    events: [Write; EVENTS],
+}
+
+/// This thread's watches (all zeros: none).
+#[repr(C)]
+struct Watches {
+    slots: [Watch; 4],
+}
+
+crate::sys::static_thread_block!(fn watches_block() -> Watches, "refwatch_watches");
+
+/// The slots armed for one call (a bit per slot).
+pub type Armed = u8;
+
+/// Arms watchpoints on some of `objects` (the arguments of a call of
+/// `method`) if the method is a suspect and the limits allow.
+///
+/// # Safety
+/// The objects are alive for the call; the caller holds the GIL.
+pub unsafe fn arm_for(method: u32, objects: &[usize]) -> Armed {
+    let m = method as usize;
+    if STATE.load(Ordering::Relaxed) != ON || m >= METHODS || SUSPECT[m].load(Ordering::Relaxed) == 0 {
+        return 0;
+    }
+    if ARMED[m].fetch_add(1, Ordering::Relaxed) >= CALLS_PER_METHOD
+        || ARMED_IN_ALL.fetch_add(1, Ordering::Relaxed) >= CALLS_IN_ALL
+    {
+        return 0;
+    }
+    // SAFETY: this thread's own block; no watch of this thread is armed for
+    // a free slot, so its handler does not touch it meanwhile.
+    let watches = unsafe { &mut *watches_block() };
+    let mut armed: Armed = 0;
+    for &object in objects.iter().take(PER_CALL) {
+        let Some(slot) = (0..watches.slots.len()).find(|&i| watches.slots[i].object == 0) else { break };
+        // SAFETY: the object is alive (caller's contract).
+        let last = unsafe { layout::refcount(object) };
+        watches.slots[slot] =
+            Watch { fd: -1, object, last, count: 0, events: [Write { ip: 0, delta: 0 }; EVENTS] };
+        // The slot is filled before the watchpoint exists, so the handler
+        // finds it from the first write.
+        match perf::arm(object + layout::refcount_offset(), SIGNAL.load(Ordering::Relaxed)) {
+            Ok(fd) => {
+                watches.slots[slot].fd = fd;
+                armed |= 1 << slot;
+            }
+            Err(error) => {
+                watches.slots[slot].object = 0;
+                refuse(error);
+                break;
+            }
+        }
+    }
+    armed
+}
+
+#[cold]
+fn refuse(error: std::io::Error) {
+    REFUSAL.store(error.raw_os_error().unwrap_or(0), Ordering::Relaxed);
+    if STATE.swap(REFUSED, Ordering::Relaxed) == ON {
+        crate::sys::warn(format_args!(
+            "{}: leaks by an inline Py_INCREF stay at function level",
+            unavailable().unwrap_or_default()
+        ));
+    }
+}
+
+/// Disarms the watches of one call and keeps, for `method`, the increments
+/// the watched extensions' code made and did not give back, on each
+/// argument the call left with more references (`grew` says which).
+/// Increments and releases pair up like brackets (a release matches the
+/// latest increment not yet matched); writes made by the interpreter (a
+/// container storing the object) are left out.
+///
+/// # Safety
+/// Called on the thread that armed them, after the call returned.
+pub unsafe fn disarm(method: u32, armed: Armed, grew: impl Fn(usize) -> bool) {
+    // SAFETY: this thread's own block.
+    let watches = unsafe { &mut *watches_block() };
+    let extensions = crate::interpose::watched();
+    let in_extension = |ip: usize| extensions.iter().any(|w| w.contains(ip));
+    let mut unmatched: Vec<usize> = Vec::new();
+    for slot in 0..watches.slots.len() {
+        if armed & (1 << slot) == 0 {
+            continue;
+        }
+        perf::disarm(watches.slots[slot].fd);
+        let watch = watches.slots[slot];
+        watches.slots[slot].object = 0;
+        // Every write must have been noted for the pairing to hold.
+        if watch.count > EVENTS || !grew(watch.object) {
+            continue;
+        }
+        let mut open: Vec<usize> = Vec::new();
+        for write in watch.events[..watch.count].iter().filter(|w| in_extension(w.ip)) {
+            if write.delta > 0 {
+                open.extend(std::iter::repeat_n(write.ip, write.delta as usize));
+            } else {
+                open.truncate(open.len().saturating_sub(write.delta.unsigned_abs() as usize));
+            }
+        }
+        unmatched.extend(open);
+    }
+    if unmatched.is_empty() {
+        return;
+    }
+    let mut pins = PINS.lock().unwrap_or_else(|e| e.into_inner());
+    let by_ip = pins.get_or_insert_with(HashMap::new).entry(method).or_default();
+    for ip in unmatched {
+        *by_ip.entry(ip).or_default() += 1;
+    }
+}
+
+/// The instructions (each the one after an increment) whose increments
+/// were left unmatched by watched calls of `method`, with how many.
+pub fn increments(method: u32) -> Vec<(usize, u64)> {
+    let pins = PINS.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(by_ip) = pins.as_ref().and_then(|p| p.get(&method)) else { return Vec::new() };
+    by_ip.iter().map(|(&ip, &n)| (ip, n)).collect()
+}
+
+/// How many calls of `method` were watched.
+pub fn armed_calls(method: u32) -> u32 {
+    ARMED.get(method as usize).map_or(0, |a| a.load(Ordering::Relaxed).min(CALLS_PER_METHOD))
+}
+
+/// A write to a watched refcount: note where and by how much.
+extern "C" fn on_signal(_: i32, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo and ucontext; `si_fd` sits
+    // after si_signo, si_errno, si_code, the padding and si_band for the
+    // SIGPOLL family that F_SETSIG signals belong to.
+    let (fd, ip) = unsafe {
+        let fd = *((info as *const u8).add(24) as *const i32);
+        let context = &*(context as *const libc::ucontext_t);
+        (fd, context.uc_mcontext.gregs[libc::REG_RIP as usize] as usize)
+    };
+    // SAFETY: this thread's own block: the signal is sent to the thread
+    // that armed the watch; the interrupted code never holds a reference
+    // into the slot being written here.
+    let watches = unsafe { &mut *watches_block() };
+    for watch in watches.slots.iter_mut().filter(|w| w.object != 0 && w.fd == fd) {
+        // SAFETY: the watched object is alive for the call it is armed in.
+        let now = unsafe { layout::refcount(watch.object) };
+        let delta = now as i64 - watch.last as i64;
+        watch.last = now;
+        if watch.count < EVENTS {
+            watch.events[watch.count] = Write { ip, delta };
+        }
+        watch.count += 1;
+    }
+}

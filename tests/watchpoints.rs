@@ -1,0 +1,94 @@
+//! Exact lines for inline `Py_INCREF`s, by hardware watchpoints: the extra
+//! increment of a method whose calls leave references on its arguments is
+//! pinned to its line (single- and multi-threaded); with
+//! `REFWATCH_WATCHPOINTS=off` the same leak is named at function level with
+//! its candidate lines, and says why; balanced increments give nothing.
+
+mod common;
+
+use common::fixture::{self, marker_line, Built};
+use common::matrix::{loud, Python};
+use common::on_every_python;
+use common::run::{run, Agent};
+use refwatch_model::event::{Finding, FindingKind, Precision};
+
+fn fixture_for(py: &Python) -> Built {
+    fixture::build(py, "extra_ref.c", "extra_ref", &[])
+}
+
+/// Calls `extra_ref.<call>(o)` once for each of 40 lists, spread over
+/// `threads` threads.
+fn driver(call: &str, threads: usize) -> String {
+    format!(
+        "import extra_ref, threading\n\
+         owned = [[] for _ in range(40)]\n\
+         def work(part):\n    for o in part:\n        extra_ref.{call}(o)\n\
+         parts = [owned[t::{threads}] for t in range({threads})]\n\
+         ts = [threading.Thread(target=work, args=(p,)) for p in parts]\n\
+         [t.start() for t in ts]\n[t.join() for t in ts]\nprint('ok')\n"
+    )
+}
+
+fn only_leak(findings: &[Finding]) -> Result<&Finding, String> {
+    match findings {
+        [f] if f.kind == FindingKind::Leak => Ok(f),
+        _ => Err(format!("expected one leak: {findings:#?}")),
+    }
+}
+
+/// Whether the kernel refused watchpoints here (then only the fallback can
+/// be checked: told loudly).
+fn refused(f: &Finding) -> bool {
+    f.evidence.contains("refused a hardware watchpoint")
+}
+
+#[test]
+fn an_inline_extra_increment_is_pinned_to_its_line_and_falls_back_to_function_level_when_off() {
+    on_every_python("watchpoints", |py| {
+        let built = fixture_for(py);
+        for (call, marker) in [("keep", "extra-incref"), ("keep_after_use", "extra-incref-late")] {
+            let line = marker_line("extra_ref.c", marker);
+            for threads in [1, 4] {
+                let r = run(py, &[&built], &driver(call, threads), Agent::Json(&[]));
+                ensure!(r.stdout == "ok\n", "{call}: {}", r.describe());
+                let (findings, _) = r.summary_findings()?;
+                let f = only_leak(&findings)?;
+                if refused(f) {
+                    loud(&format!("SKIP exact line on {}: {}", py.label, f.evidence));
+                } else {
+                    ensure!(
+                        f.precision == Precision::Exact
+                            && f.line == Some(line)
+                            && f.function.as_deref() == Some(call)
+                            && f.count == 40
+                            && f.evidence.contains("pinned by a hardware watchpoint"),
+                        "{call} on {threads} thread(s): expected exact at extra_ref.c:{line}: {f:#?}"
+                    );
+                }
+            }
+            let r = run(py, &[&built], &driver(call, 1), Agent::Json(&[("REFWATCH_WATCHPOINTS", "off")]));
+            let (findings, _) = r.summary_findings()?;
+            let f = only_leak(&findings)?;
+            ensure!(
+                f.precision == Precision::Function
+                    && f.candidates.contains(&line)
+                    && f.function.as_deref() == Some(call)
+                    && f.evidence.contains("not pinned: watchpoints are off (REFWATCH_WATCHPOINTS=off)"),
+                "{call} with watchpoints off: expected function level: {f:#?}"
+            );
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn balanced_increments_under_watch_give_nothing() {
+    on_every_python("watched look-alike", |py| {
+        let built = fixture_for(py);
+        let r = run(py, &[&built], &driver("borrow", 2), Agent::Json(&[]));
+        ensure!(r.stdout == "ok\n", "{}", r.describe());
+        let (findings, _) = r.summary_findings()?;
+        ensure!(findings.is_empty(), "{findings:#?}");
+        Ok(())
+    });
+}
