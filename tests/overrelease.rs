@@ -192,29 +192,40 @@ fn a_release_that_does_not_free_is_found_when_the_object_dies_in_its_container()
             "import overrelease as m, os, sys\nclass Box:\n    pass\nkeep = []\nfor i in range(3):\n    \
                     v = Box()\n    c = [v]\n    keep.append(c)\n    m.drop_list_item(c)\n    del v\n\
                     print('done'); sys.stdout.flush()\nos._exit(0)\n";
-        // The dangling item may crash the program (a gc pass traverses the
-        // list) before it ends: the finding, streamed at the free, is there
-        // either way.
-        let r = run(py, &[&built], code, Agent::Json(&[]));
-        let streamed = r.streamed();
-        ensure!(streamed.len() == 1, "{streamed:#?}\n{}", r.describe());
-        let f = streamed[0];
-        let line = marker_line("overrelease.c", "over-list-borrow");
-        ensure!(
-            f.kind == FindingKind::Overrelease
-                && f.precision == Precision::Origin
-                && f.line == Some(line)
-                && f.evidence.contains("still points"),
-            "expected an origin finding at overrelease.c:{line}: {f:#?}"
-        );
+        let borrow = marker_line("overrelease.c", "over-list-borrow");
+        let release = marker_line("overrelease.c", "over-list");
+        for watchpoints in ["on", "off"] {
+            let r = run(py, &[&built], code, Agent::Json(&[("REFWATCH_WATCHPOINTS", watchpoints)]));
+            let streamed = r.streamed();
+            ensure!(streamed.len() == 1, "{streamed:#?}\n{}", r.describe());
+            let f = streamed[0];
+            ensure!(
+                f.kind == FindingKind::Overrelease
+                    && f.precision == Precision::Origin
+                    && f.line == Some(borrow)
+                    && f.evidence.contains("still points"),
+                "expected an origin finding at overrelease.c:{borrow}: {f:#?}"
+            );
+            // The next calls watch the borrowed references' releases: the
+            // summary names the release itself, unless watchpoints are off.
+            let (findings, _) = r.summary_findings()?;
+            let f = &findings[0];
+            let (precision, line) =
+                if watchpoints == "on" { (Precision::Exact, release) } else { (Precision::Origin, borrow) };
+            ensure!(
+                findings.len() == 1 && f.precision == precision && f.line == Some(line),
+                "watchpoints {watchpoints}: expected {precision:?} at overrelease.c:{line}: {findings:#?}"
+            );
+            ensure!(
+                watchpoints == "off" || f.evidence.contains("pinned by a hardware watchpoint"),
+                "{}",
+                f.evidence
+            );
+        }
         Ok(())
     });
 }
 
-/// A program that corrupts its heap and still ends cleanly (nothing touches
-/// the dangling pointer) ends cleanly under refwatch too: the walk of the
-/// heap for the summary (made because a followed object is alive) crashes
-/// in a copy of the process, not in it.
 #[test]
 fn a_walk_of_a_corrupt_heap_crashes_a_copy_not_the_program() {
     on_every_python("corrupt heap", |py| {

@@ -234,7 +234,7 @@ fn write_summary(analysis: Analysis) {
         elapsed: elapsed(),
         sites: report::sites(),
         totals: analysis.totals.unwrap_or_default(),
-        findings: findings::all(),
+        findings: findings::overrelease::refined(findings::all()),
         held,
         sample: report::sample_field(),
     });

@@ -19,9 +19,11 @@ use crate::provenance::apis::{self, Slot};
 use crate::provenance::assoc::{Association, ASSOC};
 use crate::python::{api, layout, runtime};
 use crate::report;
+use crate::symbolize::Place;
 use crate::sys;
 use refwatch_model::event::{Finding, FindingKind, Precision};
 use refwatch_model::{Event, OnOverrelease};
+use std::sync::Mutex;
 
 /// What the hook does with the release it was about to forward.
 pub enum Verdict {
@@ -169,7 +171,8 @@ pub unsafe fn freed(object: usize, association: &Association) {
     let container_type = unsafe { layout::type_name(association.container_type) };
     let how = if association.stolen { "given to" } else { "borrowed from" };
     let evidence = format!(
-        "the {type_name} {how} a {container_type} here by {} was freed while that {container_type}{} still points          at it: a reference to it was released that was not owned (a release that did not free, so no call showed it)",
+        "the {type_name} {how} a {container_type} here by {} was freed while that {container_type}{} still points \
+         at it: a reference to it was released that was not owned (a release that did not free, so no call showed it)",
         apis::name(association.api as usize),
         slot_text(association),
     );
@@ -177,6 +180,49 @@ pub unsafe fn freed(object: usize, association: &Association) {
     // SAFETY: as above.
     let end = object + unsafe { layout::allocated_size(object) };
     remember_for_crash(object, end, &type_name, &finding);
+    // The release itself made no call: watch the next references this call
+    // site lends or gives away, to pin it (`watch`).
+    crate::watch::suspect_release(association.method, association.site);
+    let mut origins = ORIGINS.lock().unwrap_or_else(|e| e.into_inner());
+    if !origins.contains(&(finding.id, association.method)) {
+        origins.push((finding.id, association.method));
+    }
+}
+
+/// `origin` findings and the method (stub plus one) whose call made the
+/// reference they name.
+static ORIGINS: Mutex<Vec<(u32, u32)>> = Mutex::new(Vec::new());
+
+/// `findings` with each `origin` over-release made `exact` where watched
+/// calls pinned the release to one line.
+pub fn refined(mut findings: Vec<Finding>) -> Vec<Finding> {
+    let origins = ORIGINS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for (id, method) in origins {
+        let Some(finding) = findings.iter_mut().find(|f| f.id == id && f.precision == Precision::Origin)
+        else {
+            continue;
+        };
+        let mut lines: Vec<Place> = crate::watch::releases(method)
+            .into_iter()
+            .map(|(ip, _)| report::place_of(ip))
+            .filter(|p| p.module.is_some() && p.line.is_some())
+            .collect();
+        lines.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+        lines.dedup();
+        let [release] = &lines[..] else { continue };
+        let borrowed_at = refwatch_model::text::location(finding.file.as_deref(), finding.line);
+        finding.evidence = format!(
+            "released here without being owned, pinned by a hardware watchpoint on the references lent at \
+             {borrowed_at} over {} call(s): {}",
+            crate::watch::release_calls(method),
+            finding.evidence.replacen(" here ", &format!(" at {borrowed_at} "), 1)
+        );
+        finding.file = release.file.clone();
+        finding.line = release.line;
+        finding.function = release.function.clone();
+        finding.precision = Precision::Exact;
+    }
+    findings
 }
 
 fn slot_text(association: &Association) -> String {

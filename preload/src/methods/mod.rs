@@ -208,6 +208,8 @@ struct Frame {
     count: usize,
     /// Watchpoints armed for this call (`watch`).
     armed: crate::watch::Armed,
+    /// The method's stub.
+    method: u32,
 }
 
 #[repr(C)]
@@ -223,6 +225,28 @@ fn calls() -> &'static mut Calls {
     // SAFETY: this thread's own zero-initialized block (all zeros is an
     // empty stack); only this thread's stubs touch it, one call at a time.
     unsafe { &mut *calls_block() }
+}
+
+/// The method whose call this thread is in (the innermost followed one).
+pub fn current() -> Option<u32> {
+    let calls = calls();
+    (1..=DEPTH).contains(&calls.depth).then(|| calls.frames[calls.depth - 1].method)
+}
+
+/// Watches releases of `object` for the rest of the current method call
+/// (`watch::arm_release`), when that method is a suspect.
+///
+/// # Safety
+/// `object` stays alive while watched (it is disarmed at the call's end or
+/// before it is freed); the caller holds the GIL.
+pub unsafe fn watch_releases_in_current_call(object: usize) {
+    let calls = calls();
+    if !(1..=DEPTH).contains(&calls.depth) {
+        return;
+    }
+    let frame = &mut calls.frames[calls.depth - 1];
+    // SAFETY: forwarded.
+    frame.armed |= unsafe { crate::watch::arm_release(frame.method, object) };
 }
 
 /// The objects a call of a method with `flags` receives (`registers`: the
@@ -273,6 +297,7 @@ extern "C" fn on_enter(k: usize, registers: *const [usize; 6]) {
         return;
     }
     let frame = &mut calls.frames[depth];
+    frame.method = k as u32;
     // SAFETY: the stub passes its saved argument registers; the method's
     // flags say how to read them; the arguments are alive for the call.
     unsafe {

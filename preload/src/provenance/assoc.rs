@@ -26,6 +26,9 @@ pub struct Association {
     /// The container's pre-header (its memory block starts that much
     /// before it: its key in `CONTAINERS`).
     pub container_pre_header: u8,
+    /// The extension method whose call made the association (its stub in
+    /// `methods`, plus one; 0: none).
+    pub method: u32,
     /// The object's pre-header, as for `tracked::Origin`.
     pub pre_header: u32,
 }

@@ -255,6 +255,7 @@ fn associate(object: usize, holder: Holder, call: &Call, stolen: bool) {
             container: holder.container,
             container_type,
             container_pre_header: container_pre_header as u8,
+            method: crate::methods::current().map_or(0, |k| k + 1),
             index: holder.index,
             site: call.site,
             api: call.api as u32,
@@ -263,6 +264,11 @@ fn associate(object: usize, holder: Holder, call: &Call, stolen: bool) {
             pre_header,
         };
         assoc::ASSOC.update(object - pre_header as usize, |a| *a = association);
+        // A reference from this site was released once without being owned:
+        // watch what this call does with this one (`watch`).
+        if crate::watch::wants_release(association.method, call.site) {
+            crate::methods::watch_releases_in_current_call(object);
+        }
     }
 }
 
@@ -355,6 +361,7 @@ pub unsafe fn block_moved(from: usize, to: usize) {
 unsafe fn forget_block(block: usize) -> Option<Origin> {
     // SAFETY: forwarded (the maps are GIL-serialized).
     unsafe {
+        crate::watch::forget_block(block);
         ledger::LEDGER.remove(block);
         growth::GROWTH.remove(block);
         assoc::CONTAINERS.remove(block);

@@ -27,7 +27,7 @@ mod perf;
 
 use crate::python::layout;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Arguments watched per call (x86_64 has 4 debug registers per thread;
@@ -55,9 +55,28 @@ static ARMED_IN_ALL: AtomicU32 = AtomicU32::new(0);
 /// Per method: calls that left references (suspicion), calls armed.
 static SUSPECT: [AtomicU32; METHODS] = [const { AtomicU32::new(0) }; METHODS];
 static ARMED: [AtomicU32; METHODS] = [const { AtomicU32::new(0) }; METHODS];
-/// Per method: the unmatched increments of its watched calls, by
-/// instruction pointer.
-static PINS: Mutex<Option<HashMap<u32, HashMap<usize, u64>>>> = Mutex::new(None);
+/// Per method: the call site whose borrowed or given-away reference was
+/// released without being owned (an `origin` over-release), and calls
+/// armed to watch the next ones.
+static RELEASE_SITE: [AtomicUsize; METHODS] = [const { AtomicUsize::new(0) }; METHODS];
+static RELEASE_ARMED: [AtomicU32; METHODS] = [const { AtomicU32::new(0) }; METHODS];
+/// Per method and kind of watch: the increments (or releases) its watched
+/// calls left unmatched, by instruction pointer.
+static PINS: Mutex<Option<HashMap<(u32, Kind), Counts>>> = Mutex::new(None);
+
+/// How many times each instruction pointer was seen.
+type Counts = HashMap<usize, u64>;
+
+/// What a watch looks for.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+enum Kind {
+    /// An argument's increments that a call does not give back.
+    Increments = 0,
+    /// Releases of a borrowed or given-away object that the call never
+    /// owned a reference for.
+    Releases = 1,
+}
 
 /// Decides at start whether watchpoints may be used.
 pub fn configure(enabled: bool) {
@@ -139,11 +158,12 @@ struct Write {
     delta: i64,
 }
 
-/// One watched argument of the current call.
+/// One watched object of the current call.
 #[derive(Clone, Copy)]
 #[repr(C)]
 struct Watch {
     fd: i32,
+    kind: Kind,
     object: usize,
     /// The refcount after the last write seen.
     last: u64,
@@ -177,31 +197,95 @@ pub unsafe fn arm_for(method: u32, objects: &[usize]) -> Armed {
     {
         return 0;
     }
-    // SAFETY: this thread's own block; no watch of this thread is armed for
-    // a free slot, so its handler does not touch it meanwhile.
-    let watches = unsafe { &mut *watches_block() };
     let mut armed: Armed = 0;
     for &object in objects.iter().take(PER_CALL) {
-        let Some(slot) = (0..watches.slots.len()).find(|&i| watches.slots[i].object == 0) else { break };
-        // SAFETY: the object is alive (caller's contract).
-        let last = unsafe { layout::refcount(object) };
-        watches.slots[slot] =
-            Watch { fd: -1, object, last, count: 0, events: [Write { ip: 0, delta: 0 }; EVENTS] };
-        // The slot is filled before the watchpoint exists, so the handler
-        // finds it from the first write.
-        match perf::arm(object + layout::refcount_offset(), SIGNAL.load(Ordering::Relaxed)) {
-            Ok(fd) => {
-                watches.slots[slot].fd = fd;
-                armed |= 1 << slot;
-            }
-            Err(error) => {
-                watches.slots[slot].object = 0;
-                refuse(error);
-                break;
-            }
+        // SAFETY: forwarded.
+        match unsafe { arm_one(object, Kind::Increments) } {
+            Some(bit) => armed |= bit,
+            None => break,
         }
     }
     armed
+}
+
+/// Whether a release of what the call at `site` of method `method` (its
+/// stub plus one, as `Association::method`) lends or gives away should be
+/// watched.
+pub fn wants_release(method: u32, site: usize) -> bool {
+    let Some(m) = (method as usize).checked_sub(1).filter(|&m| m < METHODS) else { return false };
+    STATE.load(Ordering::Relaxed) == ON && RELEASE_SITE[m].load(Ordering::Relaxed) == site
+}
+
+/// A reference lent or given away at `site` in a call of `method` (stub
+/// plus one) was released without being owned: watch the next ones.
+pub fn suspect_release(method: u32, site: usize) {
+    if let Some(m) = (method as usize).checked_sub(1).filter(|&m| m < METHODS) {
+        RELEASE_SITE[m].store(site, Ordering::Relaxed);
+    }
+}
+
+/// Arms a watch on the releases of `object` in the current call of
+/// `method` (its stub), within the limits.
+///
+/// # Safety
+/// `object` is alive until disarmed (`forget` disarms it before a free);
+/// the caller holds the GIL.
+pub unsafe fn arm_release(method: u32, object: usize) -> Armed {
+    let m = method as usize;
+    if m >= METHODS
+        || RELEASE_ARMED[m].fetch_add(1, Ordering::Relaxed) >= CALLS_PER_METHOD
+        || ARMED_IN_ALL.fetch_add(1, Ordering::Relaxed) >= CALLS_IN_ALL
+    {
+        return 0;
+    }
+    // SAFETY: forwarded.
+    unsafe { arm_one(object, Kind::Releases) }.unwrap_or(0)
+}
+
+/// Arms one watch in a free slot of this thread; its bit, or `None` when
+/// no slot is free or the kernel refused.
+///
+/// # Safety
+/// `object` is alive while watched.
+unsafe fn arm_one(object: usize, kind: Kind) -> Option<Armed> {
+    // SAFETY: this thread's own block; the handler only touches slots with
+    // an object, and this one gets its object before its watchpoint exists.
+    let watches = unsafe { &mut *watches_block() };
+    let slot = (0..watches.slots.len()).find(|&i| watches.slots[i].object == 0)?;
+    // SAFETY: the object is alive (caller's contract).
+    let last = unsafe { layout::refcount(object) };
+    watches.slots[slot] =
+        Watch { fd: -1, kind, object, last, count: 0, events: [Write { ip: 0, delta: 0 }; EVENTS] };
+    match perf::arm(object + layout::refcount_offset(), SIGNAL.load(Ordering::Relaxed)) {
+        Ok(fd) => {
+            watches.slots[slot].fd = fd;
+            Some(1 << slot)
+        }
+        Err(error) => {
+            watches.slots[slot].object = 0;
+            refuse(error);
+            None
+        }
+    }
+}
+
+/// The memory block at `block` is about to be freed: stop watching the
+/// object in it (0, 16 or 32 bytes in) on this thread.
+///
+/// # Safety
+/// The caller holds the GIL.
+pub unsafe fn forget_block(block: usize) {
+    if STATE.load(Ordering::Relaxed) != ON {
+        return;
+    }
+    // SAFETY: this thread's own block.
+    let watches = unsafe { &mut *watches_block() };
+    for watch in
+        watches.slots.iter_mut().filter(|w| w.object != 0 && (block..=block + 32).contains(&w.object))
+    {
+        perf::disarm(watch.fd);
+        watch.object = 0;
+    }
 }
 
 #[cold]
@@ -229,16 +313,16 @@ pub unsafe fn disarm(method: u32, armed: Armed, grew: impl Fn(usize) -> bool) {
     let watches = unsafe { &mut *watches_block() };
     let extensions = crate::interpose::watched();
     let in_extension = |ip: usize| extensions.iter().any(|w| w.contains(ip));
-    let mut unmatched: Vec<usize> = Vec::new();
+    let mut unmatched: Vec<(Kind, usize)> = Vec::new();
     for slot in 0..watches.slots.len() {
-        if armed & (1 << slot) == 0 {
-            continue;
+        if armed & (1 << slot) == 0 || watches.slots[slot].object == 0 {
+            continue; // not armed for this call, or forgotten (freed)
         }
         perf::disarm(watches.slots[slot].fd);
         let watch = watches.slots[slot];
         watches.slots[slot].object = 0;
         // Every write must have been noted for the pairing to hold.
-        if watch.count > EVENTS || !grew(watch.object) {
+        if watch.count > EVENTS || (watch.kind == Kind::Increments && !grew(watch.object)) {
             continue;
         }
         let mut open: Vec<usize> = Vec::new();
@@ -246,26 +330,50 @@ pub unsafe fn disarm(method: u32, armed: Armed, grew: impl Fn(usize) -> bool) {
             if write.delta > 0 {
                 open.extend(std::iter::repeat_n(write.ip, write.delta as usize));
             } else {
-                open.truncate(open.len().saturating_sub(write.delta.unsigned_abs() as usize));
+                for _ in 0..write.delta.unsigned_abs() {
+                    if open.pop().is_none() && watch.kind == Kind::Releases {
+                        unmatched.push((Kind::Releases, write.ip));
+                    }
+                }
             }
         }
-        unmatched.extend(open);
+        if watch.kind == Kind::Increments {
+            unmatched.extend(open.into_iter().map(|ip| (Kind::Increments, ip)));
+        }
     }
     if unmatched.is_empty() {
         return;
     }
     let mut pins = PINS.lock().unwrap_or_else(|e| e.into_inner());
-    let by_ip = pins.get_or_insert_with(HashMap::new).entry(method).or_default();
-    for ip in unmatched {
-        *by_ip.entry(ip).or_default() += 1;
+    let pins = pins.get_or_insert_with(HashMap::new);
+    for (kind, ip) in unmatched {
+        *pins.entry((method, kind)).or_default().entry(ip).or_default() += 1;
     }
 }
 
 /// The instructions (each the one after an increment) whose increments
 /// were left unmatched by watched calls of `method`, with how many.
 pub fn increments(method: u32) -> Vec<(usize, u64)> {
+    pinned(method, Kind::Increments)
+}
+
+/// The instructions (each the one after a release) whose releases of a
+/// borrowed or given-away object watched calls of `method` (stub plus one,
+/// as `Association::method`) made without owning a reference, with how
+/// many.
+pub fn releases(method: u32) -> Vec<(usize, u64)> {
+    method.checked_sub(1).map_or(Vec::new(), |m| pinned(m, Kind::Releases))
+}
+
+/// Calls of `method` (stub plus one) armed to watch releases.
+pub fn release_calls(method: u32) -> u32 {
+    let m = (method as usize).wrapping_sub(1);
+    RELEASE_ARMED.get(m).map_or(0, |a| a.load(Ordering::Relaxed).min(CALLS_PER_METHOD))
+}
+
+fn pinned(method: u32, kind: Kind) -> Vec<(usize, u64)> {
     let pins = PINS.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(by_ip) = pins.as_ref().and_then(|p| p.get(&method)) else { return Vec::new() };
+    let Some(by_ip) = pins.as_ref().and_then(|p| p.get(&(method, kind))) else { return Vec::new() };
     by_ip.iter().map(|(&ip, &n)| (ip, n)).collect()
 }
 
