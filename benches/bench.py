@@ -39,10 +39,12 @@ DESCRIPTIONS = {
     "threads": f"{wl.THREADS} threads on the loop",
     "calls": "explicit Py_IncRef/Py_DecRef calls (ns added a call)",
     "live1m": "1M fresh ints created by the extension, kept alive (RSS)",
+    "leaky": "loop with an inline Py_INCREF leak on each call's argument (watchpoints pin it; nowatch: off)",
 }
-MODES = ("bare", "refwatch", "sample100", "memray")
+MODES = ("bare", "refwatch", "sample100", "memray", "nowatch")
+NOWATCH_ON = ("leaky",)  # refwatch with REFWATCH_WATCHPOINTS=off: what pinning costs
 MEMRAY_ON = ("mixed", "loop", "ujson", "threads", "live1m")
-CALLGRIND_ON = ("pure", "mixed", "loop", "ujson", "threads")
+CALLGRIND_ON = ("pure", "mixed", "loop", "ujson", "threads", "leaky")
 CALLGRIND_MODES = ("bare", "refwatch", "sample100")  # memray under valgrind: not measured
 # (workload, mode, highest wall ratio)
 RATIO_TARGETS = [("pure", "refwatch", 1.02), ("mixed", "refwatch", 1.05), ("loop", "refwatch", 1.15),
@@ -202,10 +204,12 @@ def command(interp, mode, workload, tmp):
 
 def env_for(interp, mode, scale):
     env = clean_env(PYTHONPATH=os.pathsep.join(interp.paths), REFWATCH_BENCH_SCALE=str(scale))
-    if mode in ("refwatch", "sample100"):
+    if mode in ("refwatch", "sample100", "nowatch"):
         env.update(LD_PRELOAD=LIB, REFWATCH_OUTPUT=os.devnull)  # main() sets LIB
     if mode == "sample100":
         env["REFWATCH_SAMPLE"] = "100"
+    if mode == "nowatch":
+        env["REFWATCH_WATCHPOINTS"] = "off"
     return env
 
 
@@ -272,7 +276,8 @@ def summarize(samples, base):
 
 def measure(interp, workload, args, tmp, remarks):
     """{mode: Stat} for one workload: alternating runs, then instructions."""
-    modes = [m for m in MODES if m != "memray" or (interp.memray and workload in MEMRAY_ON)]
+    modes = [m for m in MODES
+             if (m != "memray" or (interp.memray and workload in MEMRAY_ON)) and (m != "nowatch" or workload in NOWATCH_ON)]
     samples = {m: [] for m in modes}
     for i in range(args.runs):  # alternate, so drift hits every mode alike
         log(f"{interp.label} {workload}: run {i + 1}/{args.runs}")

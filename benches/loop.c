@@ -40,6 +40,16 @@ work(PyObject *self, PyObject *arg)
     return list;
 }
 
+/* `work` with a leak: an inline Py_INCREF of its argument never given
+ * back (the bug the watchpoints pin). */
+static PyObject *
+work_leaky(PyObject *self, PyObject *arg)
+{
+    PyObject *list = work(self, arg);
+    Py_INCREF(arg);
+    return list;
+}
+
 /* n explicit Py_IncRef + Py_DecRef pairs on obj. */
 static PyObject *
 calls(PyObject *self, PyObject *args)
@@ -79,6 +89,7 @@ fresh_ints(PyObject *self, PyObject *arg)
 
 static PyMethodDef methods[] = {
     {"work", work, METH_O, NULL},
+    {"work_leaky", work_leaky, METH_O, NULL},
     {"calls", calls, METH_VARARGS, NULL},
     {"fresh_ints", fresh_ints, METH_O, NULL},
     {NULL, NULL, 0, NULL},

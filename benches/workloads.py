@@ -88,6 +88,12 @@ def refcount_loop():
     work_calls(scaled(LOOP_CALLS))
 
 
+def leaky_loop():
+    import benchloop
+    for i in range(scaled(LOOP_CALLS)):
+        benchloop.work_leaky(i + 1000)
+
+
 def threads():
     import threading
     workers = [threading.Thread(target=work_calls, args=(scaled(LOOP_CALLS) // THREADS,)) for _ in range(THREADS)]
@@ -123,6 +129,7 @@ WORKLOADS = {
     "threads": (threads, ("benchloop", "threading")),
     "calls": (calls, ("benchloop",)),
     "live1m": (live_objects, ("benchloop",)),
+    "leaky": (leaky_loop, ("benchloop",)),
 }
 
 def peak_rss_kib():

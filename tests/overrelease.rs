@@ -248,3 +248,41 @@ fn a_walk_of_a_corrupt_heap_crashes_a_copy_not_the_program() {
         Ok(())
     });
 }
+
+/// A second release of an object the first release freed, on every build:
+/// debug builds that see the count go below zero name it through
+/// `_Py_NegativeRefcount` (and abort, as they would); otherwise a
+/// watchpoint on the freed object's refcount sees the second release touch
+/// it (a write before 3.12; a read on 3.12+, whose Py_DECREF finds freed
+/// memory "immortal" and writes nothing). With watchpoints off, release
+/// builds have nothing to see.
+#[test]
+fn a_second_release_of_a_freed_object_is_named_at_its_line() {
+    on_every_python("released twice", |py| {
+        let built = fixture_for(py);
+        let code = "import overrelease as m, os, sys\nfor i in range(3):\n    m.drop_twice(i)\n\
+                    print('done'); sys.stdout.flush()\nos._exit(0)\n";
+        let line = marker_line("overrelease.c", "over-twice");
+        let r = run(py, &[&built], code, Agent::Json(&[]));
+        let streamed = r.streamed();
+        ensure!(
+            !streamed.is_empty()
+                && streamed.iter().all(|f| f.kind == FindingKind::Overrelease
+                    && f.precision == Precision::Exact
+                    && f.line == Some(line)),
+            "expected findings at overrelease.c:{line} only: {streamed:#?}\n{}",
+            r.describe()
+        );
+        let aborted = std::os::unix::process::ExitStatusExt::signal(&r.status) == Some(libc::SIGABRT);
+        ensure!(
+            aborted || streamed[0].evidence.contains("hardware watchpoint"),
+            "a build that runs on names it by watchpoint: {:#?}",
+            streamed[0]
+        );
+        if !aborted {
+            let r = run(py, &[&built], code, Agent::Json(&[("REFWATCH_WATCHPOINTS", "off")]));
+            ensure!(r.streamed().is_empty(), "watchpoints off: nothing to see: {:#?}", r.streamed());
+        }
+        Ok(())
+    });
+}

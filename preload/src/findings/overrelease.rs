@@ -189,6 +189,22 @@ pub unsafe fn freed(object: usize, association: &Association) {
     }
 }
 
+/// A watch saw the extension access, at the instruction before `ip`, the
+/// refcount of an object its release at `freed_at` (a return address) had
+/// freed: a second release (on 3.12+ one that reads the freed memory, finds
+/// it "immortal" and writes nothing) or a use.
+pub fn after_free(ip: usize, freed_at: usize) {
+    let freed = report::place_of(freed_at);
+    let at = refwatch_model::text::location(freed.file.as_deref(), freed.line);
+    let what = "released again or used";
+    let evidence = format!(
+        "an object the release at {at} freed is {what} here, after the free (seen by a hardware watchpoint on \
+         the freed object's refcount): it was released more times than it was owned, or used after its last \
+         reference was released"
+    );
+    report_at(ip, Precision::Exact, evidence);
+}
+
 /// `origin` findings and the method (stub plus one) whose call made the
 /// reference they name.
 static ORIGINS: Mutex<Vec<(u32, u32)>> = Mutex::new(Vec::new());

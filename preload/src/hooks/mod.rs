@@ -96,7 +96,9 @@ macro_rules! hooks {
                 // SAFETY: REAL holds the address of the interpreter's function
                 // of this name, whose C signature is `void f(PyObject *)`.
                 let f: extern "C" fn(*mut c_void) = unsafe { std::mem::transmute(real(&REAL)) };
-                f(op)
+                f(op);
+                // SAFETY: the GIL is still held; the object was just freed.
+                unsafe { crate::watch::after_free(op as usize, ra) };
             }
             arch::trampoline!(entry, ra_after_1_arg, hook);
         }

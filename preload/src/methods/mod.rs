@@ -233,20 +233,15 @@ pub fn current() -> Option<u32> {
     (1..=DEPTH).contains(&calls.depth).then(|| calls.frames[calls.depth - 1].method)
 }
 
-/// Watches releases of `object` for the rest of the current method call
-/// (`watch::arm_release`), when that method is a suspect.
-///
-/// # Safety
-/// `object` stays alive while watched (it is disarmed at the call's end or
-/// before it is freed); the caller holds the GIL.
-pub unsafe fn watch_releases_in_current_call(object: usize) {
+/// Arms watches for the rest of the current method call: `arm(method)`
+/// returns the slots it armed, disarmed when the call returns.
+pub fn watch_in_current_call(arm: impl FnOnce(u32) -> crate::watch::Armed) {
     let calls = calls();
     if !(1..=DEPTH).contains(&calls.depth) {
         return;
     }
     let frame = &mut calls.frames[calls.depth - 1];
-    // SAFETY: forwarded.
-    frame.armed |= unsafe { crate::watch::arm_release(frame.method, object) };
+    frame.armed |= arm(frame.method);
 }
 
 /// The objects a call of a method with `flags` receives (`registers`: the

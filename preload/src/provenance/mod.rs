@@ -267,7 +267,9 @@ fn associate(object: usize, holder: Holder, call: &Call, stolen: bool) {
         // A reference from this site was released once without being owned:
         // watch what this call does with this one (`watch`).
         if crate::watch::wants_release(association.method, call.site) {
-            crate::methods::watch_releases_in_current_call(object);
+            // SAFETY: the object is alive; a watch on it is dropped before
+            // it is freed (`forget_block`).
+            crate::methods::watch_in_current_call(|method| crate::watch::arm_release(method, object));
         }
     }
 }

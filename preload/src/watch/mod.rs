@@ -76,6 +76,9 @@ enum Kind {
     /// Releases of a borrowed or given-away object that the call never
     /// owned a reference for.
     Releases = 1,
+    /// Accesses by the extension to an object its release just freed (a
+    /// second release, a use after the free).
+    Freed = 2,
 }
 
 /// Decides at start whether watchpoints may be used.
@@ -165,6 +168,8 @@ struct Watch {
     fd: i32,
     kind: Kind,
     object: usize,
+    /// For `Freed`: the return address of the release that freed it.
+    site: usize,
     /// The refcount after the last write seen.
     last: u64,
     count: usize,
@@ -200,7 +205,7 @@ pub unsafe fn arm_for(method: u32, objects: &[usize]) -> Armed {
     let mut armed: Armed = 0;
     for &object in objects.iter().take(PER_CALL) {
         // SAFETY: forwarded.
-        match unsafe { arm_one(object, Kind::Increments) } {
+        match unsafe { arm_one(object, Kind::Increments, 0) } {
             Some(bit) => armed |= bit,
             None => break,
         }
@@ -239,24 +244,81 @@ pub unsafe fn arm_release(method: u32, object: usize) -> Armed {
         return 0;
     }
     // SAFETY: forwarded.
-    unsafe { arm_one(object, Kind::Releases) }.unwrap_or(0)
+    unsafe { arm_one(object, Kind::Releases, 0) }.unwrap_or(0)
+}
+
+/// Frees watched per releasing line (the first ones it makes).
+const FREES_PER_SITE: u32 = 4;
+const SITES: usize = 1024;
+static FREE_SITES: [AtomicUsize; SITES] = [const { AtomicUsize::new(0) }; SITES];
+static FREE_COUNTS: [AtomicU32; SITES] = [const { AtomicU32::new(0) }; SITES];
+
+/// Whether one more free by the release at `site` may be watched: a small
+/// lock-free table of sites, each watched for its first few frees.
+fn free_budget(site: usize) -> bool {
+    let home = (site.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) % SITES;
+    for i in 0..8 {
+        let slot = (home + i) % SITES;
+        let key = FREE_SITES[slot].load(Ordering::Relaxed);
+        if key == 0 {
+            if FREE_SITES[slot].compare_exchange(0, site, Ordering::Relaxed, Ordering::Relaxed).is_err()
+                && FREE_SITES[slot].load(Ordering::Relaxed) != site
+            {
+                continue;
+            }
+        } else if key != site {
+            continue;
+        }
+        return FREE_COUNTS[slot].fetch_add(1, Ordering::Relaxed) < FREES_PER_SITE;
+    }
+    false
+}
+
+/// The extension's release at `site` just freed `object` inside a call of
+/// one of its methods: watch the freed memory's refcount for the rest of
+/// the call, for the first few frees of each releasing line. A write by
+/// the extension before the memory is used again is a release (or use)
+/// after the free: reported when the call returns.
+///
+/// # Safety
+/// The caller holds the GIL; `object` was an object until just now.
+pub unsafe fn after_free(object: usize, site: usize) {
+    if STATE.load(Ordering::Relaxed) != ON || crate::methods::current().is_none() || !free_budget(site) {
+        return;
+    }
+    if ARMED_IN_ALL.fetch_add(1, Ordering::Relaxed) >= CALLS_IN_ALL {
+        return;
+    }
+    // SAFETY: the watch only reads the refcount word when it is written,
+    // which takes the memory to be mapped.
+    crate::methods::watch_in_current_call(|_| unsafe { arm_one(object, Kind::Freed, site) }.unwrap_or(0));
 }
 
 /// Arms one watch in a free slot of this thread; its bit, or `None` when
 /// no slot is free or the kernel refused.
 ///
 /// # Safety
-/// `object` is alive while watched.
-unsafe fn arm_one(object: usize, kind: Kind) -> Option<Armed> {
+/// `object` is alive while watched, unless `kind` is `Freed` (then it is
+/// never read).
+unsafe fn arm_one(object: usize, kind: Kind, site: usize) -> Option<Armed> {
     // SAFETY: this thread's own block; the handler only touches slots with
     // an object, and this one gets its object before its watchpoint exists.
     let watches = unsafe { &mut *watches_block() };
     let slot = (0..watches.slots.len()).find(|&i| watches.slots[i].object == 0)?;
-    // SAFETY: the object is alive (caller's contract).
-    let last = unsafe { layout::refcount(object) };
+    // Freed memory may be unmapped already: never read (its accesses carry
+    // no change).
+    let last = if kind == Kind::Freed {
+        0
+    } else {
+        // SAFETY: the object is alive (caller's contract).
+        unsafe { layout::refcount(object) }
+    };
     watches.slots[slot] =
-        Watch { fd: -1, kind, object, last, count: 0, events: [Write { ip: 0, delta: 0 }; EVENTS] };
-    match perf::arm(object + layout::refcount_offset(), SIGNAL.load(Ordering::Relaxed)) {
+        Watch { fd: -1, kind, object, site, last, count: 0, events: [Write { ip: 0, delta: 0 }; EVENTS] };
+    // Freed memory is watched for reads too: 3.12+ read a freed object's
+    // refcount word and, finding it "immortal", write nothing.
+    let reads = kind == Kind::Freed;
+    match perf::arm(object + layout::refcount_offset(), SIGNAL.load(Ordering::Relaxed), reads) {
         Ok(fd) => {
             watches.slots[slot].fd = fd;
             Some(1 << slot)
@@ -321,6 +383,10 @@ pub unsafe fn disarm(method: u32, armed: Armed, grew: impl Fn(usize) -> bool) {
         perf::disarm(watches.slots[slot].fd);
         let watch = watches.slots[slot];
         watches.slots[slot].object = 0;
+        if watch.kind == Kind::Freed {
+            after_free_writes(&watch, &in_extension);
+            continue;
+        }
         // Every write must have been noted for the pairing to hold.
         if watch.count > EVENTS || (watch.kind == Kind::Increments && !grew(watch.object)) {
             continue;
@@ -348,6 +414,19 @@ pub unsafe fn disarm(method: u32, armed: Armed, grew: impl Fn(usize) -> bool) {
     let pins = pins.get_or_insert_with(HashMap::new);
     for (kind, ip) in unmatched {
         *pins.entry((method, kind)).or_default().entry(ip).or_default() += 1;
+    }
+}
+
+/// The extension's accesses to freed memory, before anything else touched
+/// it (the interpreter reusing the memory), are reported, once per line.
+fn after_free_writes(watch: &Watch, in_extension: &dyn Fn(usize) -> bool) {
+    let accesses = &watch.events[..watch.count.min(EVENTS)];
+    let mut seen = Vec::new();
+    for access in accesses.iter().take_while(|w| in_extension(w.ip)) {
+        if !seen.contains(&access.ip) {
+            seen.push(access.ip);
+            crate::findings::overrelease::after_free(access.ip, watch.site);
+        }
     }
 }
 
@@ -397,10 +476,17 @@ extern "C" fn on_signal(_: i32, info: *mut libc::siginfo_t, context: *mut libc::
     // into the slot being written here.
     let watches = unsafe { &mut *watches_block() };
     for watch in watches.slots.iter_mut().filter(|w| w.object != 0 && w.fd == fd) {
-        // SAFETY: the watched object is alive for the call it is armed in.
-        let now = unsafe { layout::refcount(watch.object) };
-        let delta = now as i64 - watch.last as i64;
-        watch.last = now;
+        // Freed memory is watched for reads as well: reading it here would
+        // trigger the watch again, so its accesses carry no change.
+        let delta = if watch.kind == Kind::Freed {
+            0
+        } else {
+            // SAFETY: the watched object is alive for the call it is armed in.
+            let now = unsafe { layout::refcount(watch.object) };
+            let delta = now as i64 - watch.last as i64;
+            watch.last = now;
+            delta
+        };
         if watch.count < EVENTS {
             watch.events[watch.count] = Write { ip, delta };
         }

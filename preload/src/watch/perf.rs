@@ -1,5 +1,5 @@
-//! One hardware write watchpoint on 8 bytes, for the calling thread, through
-//! `perf_event_open(PERF_TYPE_BREAKPOINT)`: every write sends `signal` to
+//! One hardware watchpoint on 8 bytes, for the calling thread, through
+//! `perf_event_open(PERF_TYPE_BREAKPOINT)`: every write (or access) sends `signal` to
 //! this thread (`F_SETSIG`, `F_SETOWN_EX` with `F_OWNER_TID`). The `libc`
 //! crate has the system call number but not the attribute struct nor these
 //! fcntl commands, which are written out here (the kernel's
@@ -9,6 +9,7 @@ use std::io;
 
 const PERF_TYPE_BREAKPOINT: u32 = 5;
 const HW_BREAKPOINT_W: u32 = 2;
+const HW_BREAKPOINT_RW: u32 = 3;
 const HW_BREAKPOINT_LEN_8: u64 = 8;
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
 const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
@@ -46,16 +47,16 @@ struct Attr {
 
 const _: () = assert!(size_of::<Attr>() == 128);
 
-/// Watches writes to the 8 bytes at `address` (8-aligned) by this thread;
-/// returns the event's descriptor, for `disarm`.
-pub fn arm(address: usize, signal: i32) -> io::Result<i32> {
+/// Watches writes (with `reads`, reads too) of the 8 bytes at `address`
+/// (8-aligned) by this thread; returns the event's descriptor, for `disarm`.
+pub fn arm(address: usize, signal: i32, reads: bool) -> io::Result<i32> {
     let attr = Attr {
         kind: PERF_TYPE_BREAKPOINT,
         size: size_of::<Attr>() as u32,
         sample_period: 1,
         flags: FLAGS,
         wakeup_events: 1,
-        bp_type: HW_BREAKPOINT_W,
+        bp_type: if reads { HW_BREAKPOINT_RW } else { HW_BREAKPOINT_W },
         bp_addr: address as u64,
         bp_len: HW_BREAKPOINT_LEN_8,
         ..Attr::default()
