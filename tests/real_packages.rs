@@ -4,8 +4,8 @@
 //! release gives no finding in the package's files.
 //!
 //! Leaks: ujson 5.12.0 (fixed in 5.12.1), cbor2 5.8.0 (fixed in 5.9.0),
-//! multidict 6.7.0 (fixed in 6.7.1). Over-release: simplejson 3.20.2 (fixed
-//! in 4.0.0).
+//! multidict 6.7.0 (fixed in 6.7.1). Over-releases: simplejson 3.20.2 (fixed
+//! in 4.0.0), ujson 1.35 (fixed in 2.0.0).
 
 mod common;
 
@@ -256,5 +256,39 @@ fn simplejson_3_20_2_over_release_is_named_and_4_0_1_is_clean() {
         findings: &[("encoder_listencode_obj", 2960)],
         settings: &[("REFWATCH_ON_OVERRELEASE", "quarantine")],
         labels: &["3.12", "deb-3.11", "3.13d-trace"],
+    });
+}
+
+/// ujson 1.35 over-releases (fixed in 2.0.0, commit 870ee48, issue #243):
+/// `dumps(..., sort_keys=True)` builds the sorted (key, value) list of a dict
+/// in the type context's `newObj`; `SortedDict_iterEnd` releases it
+/// (objToJSON.c:610) without clearing it, and `Object_endTypeContext`
+/// releases it again (objToJSON.c:934). The first release frees the list;
+/// the second touches the freed list's refcount and is named at its line,
+/// with the first as the one that freed it. Release builds run on (the freed
+/// list waits on the list free list); debug builds stop at the negative
+/// refcount, so they are not in the labels.
+const UJSON_SORT_KEYS_DRIVER: &str = r#"
+import ujson
+
+for i in range(3):
+    assert ujson.dumps({"b": i, "a": [i]}, sort_keys=True) == '{"a":[%d],"b":%d}' % (i, i)
+print("ok")
+"#;
+
+#[test]
+fn ujson_1_35_over_release_is_named_and_2_0_0_is_clean() {
+    check(&Case {
+        name: "ujson",
+        module: "ujson",
+        build_env: &[],
+        buggy: "1.35",
+        fixed: "2.0.0",
+        driver: UJSON_SORT_KEYS_DRIVER,
+        file: "/python/objToJSON.c",
+        kind: FindingKind::Overrelease,
+        findings: &[("Object_endTypeContext", 934)],
+        settings: &[],
+        labels: &["3.10", "3.12", "deb-3.11"],
     });
 }
