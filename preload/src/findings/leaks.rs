@@ -59,7 +59,7 @@ struct Blame {
 }
 
 /// How the blamed place left references behind.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 enum How {
     /// It created the object and never released it.
     Created,
@@ -69,8 +69,8 @@ enum How {
     /// increment (an inline `Py_INCREF`).
     MethodCalls,
     /// As `MethodCalls`, with the increment's line pinned by watchpoints
-    /// on this many calls.
-    Pinned(u32),
+    /// on this many calls of this method.
+    Pinned(u32, Option<String>),
 }
 
 /// What was found for one blame.
@@ -129,7 +129,7 @@ pub fn check() -> Option<(Vec<Finding>, Vec<Held>)> {
         ];
         for (references, blame) in blames {
             let Some(blame) = blame.filter(|_| references > 0) else { continue };
-            let how = blame.how;
+            let how = blame.how.clone();
             let tally = tallies.entry(blame).or_default();
             tally.objects += 1;
             tally.references += references;
@@ -228,20 +228,25 @@ fn increment_blame(entry: &Entry) -> Option<Blame> {
 /// `Py_INCREF` in it as candidates, the finding's line the first of them.
 fn method_blame(method: u32) -> Blame {
     let (mut place, candidates) = report::function_and_increments(crate::methods::function_of(method));
-    // The instruction after each write: its line is the write's own.
-    let mut pinned: Vec<u32> = crate::watch::increments(method)
+    // The instruction after each write: its line is the write's own, in the
+    // method or in code it ran (a helper, a thread it started).
+    let mut pinned: Vec<Place> = crate::watch::increments(method)
         .into_iter()
         .map(|(ip, _)| report::place_of(ip))
-        .filter(|p| p.module.is_some() && p.function == place.function)
-        .filter_map(|p| p.line)
+        .filter(|p| p.module.is_some() && p.line.is_some())
         .collect();
-    pinned.sort_unstable();
-    pinned.dedup();
-    if let [line] = pinned[..] {
-        place.line = Some(line);
-        return Blame { place, candidates: Vec::new(), how: How::Pinned(crate::watch::armed_calls(method)) };
+    pinned.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    pinned.dedup_by(|a, b| (&a.file, a.line) == (&b.file, b.line));
+    if let [line] = &pinned[..] {
+        let how = How::Pinned(crate::watch::armed_calls(method), place.function.clone());
+        return Blame { place: line.clone(), candidates: Vec::new(), how };
     }
-    let candidates = if pinned.is_empty() { candidates } else { pinned };
+    let same_function = pinned.iter().all(|p| p.function == place.function);
+    let candidates = if pinned.is_empty() || !same_function {
+        candidates
+    } else {
+        pinned.iter().filter_map(|p| p.line).collect()
+    };
     if let Some(&first) = candidates.first() {
         place.line = Some(first);
     }
@@ -304,13 +309,16 @@ fn evidence(blame: &Blame, tally: &Tally, type_name: &str, created: Option<u64>,
     let about = if estimated { "about " } else { "" };
     let n = format!("{about}{}", tally.objects);
     let refs = tally.references;
-    if let How::MethodCalls | How::Pinned(_) = blame.how {
-        let function = blame.place.function.as_deref().unwrap_or("this function");
+    if let How::MethodCalls | How::Pinned(..) = &blame.how {
+        let method = match &blame.how {
+            How::Pinned(_, Some(method)) => method.as_str(),
+            _ => blame.place.function.as_deref().unwrap_or("this function"),
+        };
         let left = format!(
-            "{n} {type_name} objects passed to {function} keep {refs} reference(s) that nothing holds, each left by \
-             a call of {function} without a visible increment"
+            "{n} {type_name} objects passed to {method} keep {refs} reference(s) that nothing holds, each left by \
+             a call of {method} without a visible increment"
         );
-        if let How::Pinned(calls) = blame.how {
+        if let How::Pinned(calls, _) = blame.how {
             return format!(
                 "{left}: the inline Py_INCREF here, pinned by a hardware watchpoint on the arguments' refcounts \
                  over {calls} call(s), is never given back"

@@ -34,12 +34,16 @@ pub struct AddressMap<V>(UnsafeCell<Table<V>>);
 unsafe impl<V> Sync for AddressMap<V> {}
 
 /// Objects are at least 16 bytes apart, and those made one after another
-/// sit side by side in the allocator's pools: keyed by `address / 16`, they
-/// land in neighbouring slots, so a burst of inserts and removes touches a
-/// few cache lines rather than one line each.
+/// sit side by side in the allocator's pools: within each 1 KiB of address
+/// space they keep neighbouring slots (a burst of inserts and removes
+/// touches a few cache lines), while the 1 KiB chunks are scattered by a
+/// multiplicative hash, so that a heap denser than the table does not
+/// pile up into one long run (linear probing then degrades to a scan).
 #[inline(always)]
 fn home(key: usize, capacity: usize) -> usize {
-    (key >> 4) & (capacity - 1)
+    let granule = key >> 4;
+    let chunk = ((granule >> 6) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 24;
+    (((chunk as usize) << 6) | (granule & 63)) & (capacity - 1)
 }
 
 /// A counting filter in front of every map, shared by all of them: most

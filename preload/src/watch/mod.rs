@@ -16,10 +16,12 @@
 //! on one line of the method, that line left the references: the finding
 //! becomes `exact`.
 //!
-//! Watchpoints are per thread and armed only inside a call (so nothing is
-//! left armed at thread exit, fork or exit); the signal is a real-time one
-//! that nothing else in the process handles, with `SA_RESTART`; the host's
-//! handlers are untouched. Where `perf_event_open` is refused (paranoid
+//! Watchpoints are armed on the calling thread, and inherited by threads
+//! it starts during the call, only inside a call (so nothing is left armed
+//! at thread exit, fork or exit); each access raises a synchronous SIGTRAP
+//! in the thread that made it (`perf::arm`), handled with `SA_RESTART`
+//! when the program has no SIGTRAP handler of its own (else watchpoints are
+//! off); other SIGTRAPs keep their default action. Where `perf_event_open` is refused (paranoid
 //! level, seccomp) or `REFWATCH_WATCHPOINTS=off`, the finding stays at
 //! function level and says why.
 
@@ -27,7 +29,7 @@ mod perf;
 
 use crate::python::layout;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Arguments watched per call (x86_64 has 4 debug registers per thread;
@@ -47,10 +49,15 @@ const UNSET: u8 = 0;
 const ON: u8 = 1;
 const OFF: u8 = 2;
 const REFUSED: u8 = 3;
-/// `errno` of the refusal.
+/// `errno` of the refusal; [`SIGTRAP_TAKEN`] when the program handles
+/// SIGTRAP itself.
 static REFUSAL: AtomicI32 = AtomicI32::new(0);
-/// The real-time signal writes are reported with.
-static SIGNAL: AtomicI32 = AtomicI32::new(0);
+const SIGTRAP_TAKEN: i32 = -1;
+/// `si_code` of a SIGTRAP raised by a perf event.
+const TRAP_PERF: i32 = 6;
+/// The watches armed anywhere, for the handler (which may run on another
+/// thread than the one that armed them): `sig_data` is the index plus one.
+static REGISTRY: [AtomicPtr<Watch>; 64] = [const { AtomicPtr::new(std::ptr::null_mut()) }; 64];
 static ARMED_IN_ALL: AtomicU32 = AtomicU32::new(0);
 /// Per method: calls that left references (suspicion), calls armed.
 static SUSPECT: [AtomicU32; METHODS] = [const { AtomicU32::new(0) }; METHODS];
@@ -87,45 +94,34 @@ pub fn configure(enabled: bool) {
         STATE.store(OFF, Ordering::Relaxed);
         return;
     }
-    match install_handler() {
-        Some(signal) => {
-            SIGNAL.store(signal, Ordering::Relaxed);
-            STATE.store(ON, Ordering::Relaxed);
-        }
-        None => {
-            REFUSAL.store(0, Ordering::Relaxed);
-            STATE.store(REFUSED, Ordering::Relaxed);
-        }
+    if install_handler() {
+        STATE.store(ON, Ordering::Relaxed);
+    } else {
+        REFUSAL.store(SIGTRAP_TAKEN, Ordering::Relaxed);
+        STATE.store(REFUSED, Ordering::Relaxed);
     }
 }
 
-/// Installs the handler on the highest real-time signal nobody handles.
-fn install_handler() -> Option<i32> {
-    for signal in (libc::SIGRTMIN() + 3..libc::SIGRTMAX()).rev() {
-        // SAFETY: an all-zero sigaction is a valid value to be overwritten.
-        let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: with a null new action, sigaction only reads the current one.
-        if unsafe { libc::sigaction(signal, std::ptr::null(), &mut current) } != 0 {
-            continue;
-        }
-        if current.sa_sigaction != libc::SIG_DFL || current.sa_flags & libc::SA_SIGINFO != 0 {
-            continue;
-        }
-        // SAFETY: a handler that only touches this thread's block and the
-        // watched object's refcount (async-signal-safe), with SA_RESTART so
-        // the host's system calls go on.
-        let installed = unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_signal as *const () as usize;
-            action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(signal, &action, std::ptr::null_mut()) == 0
-        };
-        if installed {
-            return Some(signal);
-        }
+/// Installs the SIGTRAP handler, unless the program has one of its own.
+fn install_handler() -> bool {
+    // SAFETY: an all-zero sigaction is a valid value to be overwritten.
+    let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: with a null new action, sigaction only reads the current one.
+    if unsafe { libc::sigaction(libc::SIGTRAP, std::ptr::null(), &mut current) } != 0
+        || current.sa_sigaction != libc::SIG_DFL
+    {
+        return false;
     }
-    None
+    // SAFETY: a handler that only touches registered watches and the
+    // watched object's refcount (async-signal-safe), with SA_RESTART so the
+    // host's system calls go on.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_signal as *const () as usize;
+        action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGTRAP, &action, std::ptr::null_mut()) == 0
+    }
 }
 
 /// Why findings are not pinned, for their evidence; `None` when they can be.
@@ -133,7 +129,7 @@ pub fn unavailable() -> Option<String> {
     match STATE.load(Ordering::Relaxed) {
         OFF => Some("watchpoints are off (REFWATCH_WATCHPOINTS=off)".into()),
         REFUSED => Some(match REFUSAL.load(Ordering::Relaxed) {
-            0 => "no free real-time signal for watchpoints".into(),
+            SIGTRAP_TAKEN => "the program handles SIGTRAP itself, which watchpoints report with".into(),
             errno => format!(
                 "the kernel refused a hardware watchpoint ({}; perf_event_paranoid {})",
                 std::io::Error::from_raw_os_error(errno),
@@ -166,6 +162,8 @@ struct Write {
 #[repr(C)]
 struct Watch {
     fd: i32,
+    /// Its index in `REGISTRY`.
+    id: usize,
     kind: Kind,
     object: usize,
     /// For `Freed`: the return address of the release that freed it.
@@ -313,22 +311,41 @@ unsafe fn arm_one(object: usize, kind: Kind, site: usize) -> Option<Armed> {
         // SAFETY: the object is alive (caller's contract).
         unsafe { layout::refcount(object) }
     };
+    let id = REGISTRY.iter().position(|r| {
+        r.compare_exchange(
+            std::ptr::null_mut(),
+            &mut watches.slots[slot],
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        )
+        .is_ok()
+    })?;
     watches.slots[slot] =
-        Watch { fd: -1, kind, object, site, last, count: 0, events: [Write { ip: 0, delta: 0 }; EVENTS] };
+        Watch { fd: -1, id, kind, object, site, last, count: 0, events: [Write { ip: 0, delta: 0 }; EVENTS] };
     // Freed memory is watched for reads too: 3.12+ read a freed object's
     // refcount word and, finding it "immortal", write nothing.
     let reads = kind == Kind::Freed;
-    match perf::arm(object + layout::refcount_offset(), SIGNAL.load(Ordering::Relaxed), reads) {
+    match perf::arm(object + layout::refcount_offset(), reads, id as u64 + 1) {
         Ok(fd) => {
             watches.slots[slot].fd = fd;
             Some(1 << slot)
         }
         Err(error) => {
-            watches.slots[slot].object = 0;
+            release(&mut watches.slots[slot]);
             refuse(error);
             None
         }
     }
+}
+
+/// Stops a watch: its watchpoint, its registration, its slot.
+fn release(watch: &mut Watch) {
+    if watch.fd >= 0 {
+        perf::disarm(watch.fd);
+        watch.fd = -1;
+    }
+    REGISTRY[watch.id].store(std::ptr::null_mut(), Ordering::Release);
+    watch.object = 0;
 }
 
 /// The memory block at `block` is about to be freed: stop watching the
@@ -345,8 +362,7 @@ pub unsafe fn forget_block(block: usize) {
     for watch in
         watches.slots.iter_mut().filter(|w| w.object != 0 && (block..=block + 32).contains(&w.object))
     {
-        perf::disarm(watch.fd);
-        watch.object = 0;
+        release(watch);
     }
 }
 
@@ -380,9 +396,8 @@ pub unsafe fn disarm(method: u32, armed: Armed, grew: impl Fn(usize) -> bool) {
         if armed & (1 << slot) == 0 || watches.slots[slot].object == 0 {
             continue; // not armed for this call, or forgotten (freed)
         }
-        perf::disarm(watches.slots[slot].fd);
         let watch = watches.slots[slot];
-        watches.slots[slot].object = 0;
+        release(&mut watches.slots[slot]);
         if watch.kind == Kind::Freed {
             after_free_writes(&watch, &in_extension);
             continue;
@@ -461,35 +476,53 @@ pub fn armed_calls(method: u32) -> u32 {
     ARMED.get(method as usize).map_or(0, |a| a.load(Ordering::Relaxed).min(CALLS_PER_METHOD))
 }
 
-/// A write to a watched refcount: note where and by how much.
-extern "C" fn on_signal(_: i32, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
-    // SAFETY: the kernel passes a valid siginfo and ucontext; `si_fd` sits
-    // after si_signo, si_errno, si_code, the padding and si_band for the
-    // SIGPOLL family that F_SETSIG signals belong to.
-    let (fd, ip) = unsafe {
-        let fd = *((info as *const u8).add(24) as *const i32);
+/// An access to a watched refcount (a `TRAP_PERF` SIGTRAP, on the thread
+/// that made it): note where and by how much. Any other SIGTRAP gets the
+/// default action, as it would without refwatch.
+extern "C" fn on_signal(signal: i32, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo and ucontext; for TRAP_PERF,
+    // `si_perf_data` follows si_signo, si_errno, si_code, the padding and
+    // si_addr.
+    let (code, data, ip) = unsafe {
         let context = &*(context as *const libc::ucontext_t);
-        (fd, context.uc_mcontext.gregs[libc::REG_RIP as usize] as usize)
+        (
+            (*info).si_code,
+            *((info as *const u8).add(24) as *const u64),
+            context.uc_mcontext.gregs[libc::REG_RIP as usize] as usize,
+        )
     };
-    // SAFETY: this thread's own block: the signal is sent to the thread
-    // that armed the watch; the interrupted code never holds a reference
-    // into the slot being written here.
-    let watches = unsafe { &mut *watches_block() };
-    for watch in watches.slots.iter_mut().filter(|w| w.object != 0 && w.fd == fd) {
-        // Freed memory is watched for reads as well: reading it here would
-        // trigger the watch again, so its accesses carry no change.
-        let delta = if watch.kind == Kind::Freed {
-            0
-        } else {
-            // SAFETY: the watched object is alive for the call it is armed in.
-            let now = unsafe { layout::refcount(watch.object) };
-            let delta = now as i64 - watch.last as i64;
-            watch.last = now;
-            delta
-        };
-        if watch.count < EVENTS {
-            watch.events[watch.count] = Write { ip, delta };
+    let watch = (code == TRAP_PERF)
+        .then(|| REGISTRY.get((data as usize).wrapping_sub(1)))
+        .flatten()
+        .map(|r| r.load(Ordering::Acquire))
+        .filter(|w| !w.is_null());
+    let Some(watch) = watch else {
+        // SAFETY: restoring the default action and raising again is what
+        // the signal would have done had refwatch not been there.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+            libc::raise(signal);
         }
-        watch.count += 1;
+        return;
+    };
+    // SAFETY: a registered watch lives in its owner's TLS block until it is
+    // released, which the owner does only after disabling the watchpoint,
+    // holding the GIL; the access that raised this signal was made with the
+    // GIL held by this thread, so the owner is not releasing it now.
+    let watch = unsafe { &mut *watch };
+    // Freed memory is watched for reads as well: reading it here would
+    // trigger the watch again, so its accesses carry no change.
+    let delta = if watch.kind == Kind::Freed {
+        0
+    } else {
+        // SAFETY: the watched object is alive for the call it is armed in.
+        let now = unsafe { layout::refcount(watch.object) };
+        let delta = now as i64 - watch.last as i64;
+        watch.last = now;
+        delta
+    };
+    if watch.count < EVENTS {
+        watch.events[watch.count] = Write { ip, delta };
     }
+    watch.count += 1;
 }

@@ -1,9 +1,12 @@
-//! One hardware watchpoint on 8 bytes, for the calling thread, through
-//! `perf_event_open(PERF_TYPE_BREAKPOINT)`: every write (or access) sends `signal` to
-//! this thread (`F_SETSIG`, `F_SETOWN_EX` with `F_OWNER_TID`). The `libc`
-//! crate has the system call number but not the attribute struct nor these
-//! fcntl commands, which are written out here (the kernel's
-//! `struct perf_event_attr`, 128 bytes).
+//! One hardware watchpoint on 8 bytes through
+//! `perf_event_open(PERF_TYPE_BREAKPOINT)`, armed on the calling thread and
+//! inherited by the threads it starts while armed: every write (or access)
+//! raises a synchronous `SIGTRAP` (`TRAP_PERF`) in the thread that made it,
+//! carrying `sig_data`, so the handler sees that thread's own instruction
+//! pointer (Linux 5.13+: `sigtrap`, which requires `remove_on_exec`). The
+//! `libc` crate has the system call number but not the attribute struct,
+//! which is written out here (the kernel's `struct perf_event_attr` up to
+//! `sig_data`, 128 bytes).
 
 use std::io;
 
@@ -14,19 +17,9 @@ const HW_BREAKPOINT_LEN_8: u64 = 8;
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
 const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
 const PERF_EVENT_IOC_DISABLE: libc::c_ulong = 0x2401;
-/// fcntl commands and `struct f_owner_ex` (not in the `libc` crate).
-const F_SETSIG: i32 = 10;
-const F_SETOWN_EX: i32 = 15;
-const F_OWNER_TID: i32 = 0;
-
-#[repr(C)]
-struct OwnerEx {
-    kind: i32,
-    pid: i32,
-}
-
-/// `disabled`, `exclude_kernel`, `exclude_hv` (bits 0, 5 and 6).
-const FLAGS: u64 = 1 | (1 << 5) | (1 << 6);
+/// `disabled` (0), `inherit` (1), `exclude_kernel` (5), `exclude_hv` (6),
+/// `inherit_thread` (35), `remove_on_exec` (36), `sigtrap` (37).
+const FLAGS: u64 = 1 | (1 << 1) | (1 << 5) | (1 << 6) | (1 << 35) | (1 << 36) | (1 << 37);
 
 #[repr(C)]
 #[derive(Default)]
@@ -42,23 +35,26 @@ struct Attr {
     bp_type: u32,
     bp_addr: u64,
     bp_len: u64,
-    rest: [u64; 7],
+    rest: [u64; 6],
+    sig_data: u64,
 }
 
 const _: () = assert!(size_of::<Attr>() == 128);
 
 /// Watches writes (with `reads`, reads too) of the 8 bytes at `address`
-/// (8-aligned) by this thread; returns the event's descriptor, for `disarm`.
-pub fn arm(address: usize, signal: i32, reads: bool) -> io::Result<i32> {
+/// (8-aligned) by this thread and the threads it starts meanwhile; each
+/// raises `SIGTRAP` with `sig_data`. Returns the event's descriptor, for
+/// `disarm`.
+pub fn arm(address: usize, reads: bool, sig_data: u64) -> io::Result<i32> {
     let attr = Attr {
         kind: PERF_TYPE_BREAKPOINT,
         size: size_of::<Attr>() as u32,
         sample_period: 1,
         flags: FLAGS,
-        wakeup_events: 1,
         bp_type: if reads { HW_BREAKPOINT_RW } else { HW_BREAKPOINT_W },
         bp_addr: address as u64,
         bp_len: HW_BREAKPOINT_LEN_8,
+        sig_data,
         ..Attr::default()
     };
     // SAFETY: a valid attribute struct of the size it declares; pid 0 and
@@ -69,18 +65,8 @@ pub fn arm(address: usize, signal: i32, reads: bool) -> io::Result<i32> {
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: gettid has no preconditions.
-    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
-    let owner = OwnerEx { kind: F_OWNER_TID, pid: tid };
-    // SAFETY: fcntl and ioctl on the descriptor just opened, with valid
-    // arguments; a failure is reported and the descriptor closed.
-    let ok = unsafe {
-        libc::fcntl(fd, libc::F_SETFL, libc::O_ASYNC | libc::O_NONBLOCK) == 0
-            && libc::fcntl(fd, F_SETSIG, signal) == 0
-            && libc::fcntl(fd, F_SETOWN_EX, &owner as *const OwnerEx) == 0
-            && libc::ioctl(fd, PERF_EVENT_IOC_ENABLE, 0) == 0
-    };
-    if !ok {
+    // SAFETY: ioctl on the descriptor just opened.
+    if unsafe { libc::ioctl(fd, PERF_EVENT_IOC_ENABLE, 0) } != 0 {
         let error = io::Error::last_os_error();
         disarm(fd);
         return Err(error);
@@ -88,7 +74,8 @@ pub fn arm(address: usize, signal: i32, reads: bool) -> io::Result<i32> {
     Ok(fd)
 }
 
-/// Stops watching and closes the event's descriptor.
+/// Stops watching and closes the event's descriptor (which removes the
+/// copies threads inherited).
 pub fn disarm(fd: i32) {
     // SAFETY: our own descriptor; disabling first so no signal follows.
     unsafe {
