@@ -190,13 +190,29 @@ pub unsafe fn list_item(list: usize, index: usize) -> usize {
 /// a 64-bit count (debug builds check for negative counts).
 pub const PINNED: u64 = (1 << 62) | 0xC000_0000;
 
-/// Pins `object`'s refcount at `PINNED`.
+/// Before 3.12 (no immortal objects): a count no run releases to zero, and
+/// small enough to add to a debug build's total.
+const PINNED_BEFORE_3_12: u64 = 1 << 30;
+
+/// Pins `object`'s refcount so that it is never freed, keeping a debug
+/// build's reference total the sum of all counts: on 3.12+ the object is
+/// immortal, and like every immortal object outside the total (its last
+/// release already took its references out); before 3.12 its pinned count
+/// is added to `_Py_RefTotal`, which the releases still to come take back.
 ///
 /// # Safety
 /// `object` is a live object and the caller holds the GIL.
 pub unsafe fn pin(object: usize) {
+    let count = if MINOR.load(Ordering::Relaxed) >= 12 { PINNED } else { PINNED_BEFORE_3_12 };
     // SAFETY: caller's contract.
-    unsafe { ((object + EXTRA.load(Ordering::Relaxed)) as *mut u64).write(PINNED) }
+    unsafe { ((object + EXTRA.load(Ordering::Relaxed)) as *mut u64).write(count) };
+    if count == PINNED_BEFORE_3_12 {
+        if let Some(total) = super::api::lookup(c"_Py_RefTotal") {
+            // SAFETY: `_Py_RefTotal` is the debug build's `Py_ssize_t` total
+            // (before 3.12), updated only with the GIL held, as here.
+            unsafe { *(total as *mut isize) += count as isize };
+        }
+    }
 }
 
 /// The bytes an object occupies: `tp_basicsize`, plus `tp_itemsize` per
