@@ -53,6 +53,7 @@ const REFUSED: u8 = 3;
 /// SIGTRAP itself.
 static REFUSAL: AtomicI32 = AtomicI32::new(0);
 const SIGTRAP_TAKEN: i32 = -1;
+const UNDER_VALGRIND: i32 = -2;
 /// `si_code` of a SIGTRAP raised by a perf event.
 const TRAP_PERF: i32 = 6;
 /// The watches armed anywhere, for the handler (which may run on another
@@ -94,12 +95,24 @@ pub fn configure(enabled: bool) {
         STATE.store(OFF, Ordering::Relaxed);
         return;
     }
+    // Under valgrind the watched writes are made by its translated code:
+    // the trap would only repeat.
+    if under_valgrind() {
+        REFUSAL.store(UNDER_VALGRIND, Ordering::Relaxed);
+        STATE.store(REFUSED, Ordering::Relaxed);
+        return;
+    }
     if install_handler() {
         STATE.store(ON, Ordering::Relaxed);
     } else {
         REFUSAL.store(SIGTRAP_TAKEN, Ordering::Relaxed);
         STATE.store(REFUSED, Ordering::Relaxed);
     }
+}
+
+/// Whether this process runs under valgrind (its preload is mapped).
+fn under_valgrind() -> bool {
+    std::fs::read_to_string("/proc/self/maps").is_ok_and(|maps| maps.contains("/vgpreload_"))
 }
 
 /// Installs the SIGTRAP handler, unless the program has one of its own.
@@ -130,6 +143,7 @@ pub fn unavailable() -> Option<String> {
         OFF => Some("watchpoints are off (REFWATCH_WATCHPOINTS=off)".into()),
         REFUSED => Some(match REFUSAL.load(Ordering::Relaxed) {
             SIGTRAP_TAKEN => "the program handles SIGTRAP itself, which watchpoints report with".into(),
+            UNDER_VALGRIND => "watchpoints are off under valgrind".into(),
             errno => format!(
                 "the kernel refused a hardware watchpoint ({}; perf_event_paranoid {})",
                 std::io::Error::from_raw_os_error(errno),
