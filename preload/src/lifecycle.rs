@@ -168,7 +168,14 @@ fn isolated<T: serde::Serialize + serde::de::DeserializeOwned>(
     when: &str,
     work: impl Fn() -> T,
 ) -> Option<T> {
-    match crate::isolate::in_copy(&work) {
+    // The reporter is stopped around the fork: a lock it held at that moment
+    // (the symbolizer's, the output's) would never be released in the copy.
+    let reporter = thread::stop();
+    let answer = crate::isolate::in_copy(&work);
+    if reporter {
+        thread::start();
+    }
+    match answer {
         Ok(answer) => Some(answer),
         Err(crate::isolate::Failure::Signal(signal)) => {
             sys::warn(format_args!(
