@@ -230,13 +230,7 @@ fn method_blame(method: u32) -> Blame {
     let (mut place, candidates) = report::function_and_increments(crate::methods::function_of(method));
     // The instruction after each write: its line is the write's own, in the
     // method or in code it ran (a helper, a thread it started).
-    let mut pinned: Vec<Place> = crate::watch::increments(method)
-        .into_iter()
-        .map(|(ip, _)| report::place_of(ip))
-        .filter(|p| p.module.is_some() && p.line.is_some())
-        .collect();
-    pinned.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
-    pinned.dedup_by(|a, b| (&a.file, a.line) == (&b.file, b.line));
+    let pinned = report::lines_of(crate::watch::increments(method).into_iter().map(|(ip, _)| ip));
     if let [line] = &pinned[..] {
         let how = How::Pinned(crate::watch::armed_calls(method), place.function.clone());
         return Blame { place: line.clone(), candidates: Vec::new(), how };

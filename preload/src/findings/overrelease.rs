@@ -19,7 +19,6 @@ use crate::provenance::apis::{self, Slot};
 use crate::provenance::assoc::{Association, ASSOC};
 use crate::python::{api, layout, runtime};
 use crate::report;
-use crate::symbolize::Place;
 use crate::sys;
 use refwatch_model::event::{Finding, FindingKind, Precision};
 use refwatch_model::{Event, OnOverrelease};
@@ -218,13 +217,7 @@ pub fn refined(mut findings: Vec<Finding>) -> Vec<Finding> {
         else {
             continue;
         };
-        let mut lines: Vec<Place> = crate::watch::releases(method)
-            .into_iter()
-            .map(|(ip, _)| report::place_of(ip))
-            .filter(|p| p.module.is_some() && p.line.is_some())
-            .collect();
-        lines.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
-        lines.dedup();
+        let lines = report::lines_of(crate::watch::releases(method).into_iter().map(|(ip, _)| ip));
         let [release] = &lines[..] else { continue };
         let borrowed_at = refwatch_model::text::location(finding.file.as_deref(), finding.line);
         finding.evidence = format!(

@@ -58,6 +58,16 @@ pub fn function_and_increments(function: usize) -> (Place, Vec<u32>) {
     (symbolizer.place(function + 1, &watched), symbolizer.increment_lines(function, &watched))
 }
 
+/// The distinct source lines, in watched objects, of the instructions
+/// before `ips` (each the instruction after an access a watchpoint saw).
+pub fn lines_of(ips: impl IntoIterator<Item = usize>) -> Vec<Place> {
+    let mut places: Vec<Place> =
+        ips.into_iter().map(place_of).filter(|p| p.module.is_some() && p.line.is_some()).collect();
+    places.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    places.dedup_by(|a, b| (&a.file, a.line) == (&b.file, b.line));
+    places
+}
+
 /// Fresh objects received per source line (estimates when sampling).
 pub fn created_by_place() -> HashMap<Place, u64> {
     let mut out: HashMap<Place, u64> = HashMap::new();
