@@ -60,6 +60,8 @@ const TRAP_PERF: i32 = 6;
 /// thread than the one that armed them): `sig_data` is the index plus one.
 static REGISTRY: [AtomicPtr<Watch>; 64] = [const { AtomicPtr::new(std::ptr::null_mut()) }; 64];
 static ARMED_IN_ALL: AtomicU32 = AtomicU32::new(0);
+/// Watches armed right now, on any thread (frees check it first).
+static ARMED_NOW: AtomicU32 = AtomicU32::new(0);
 /// Per method: calls that left references (suspicion), calls armed.
 static SUSPECT: [AtomicU32; METHODS] = [const { AtomicU32::new(0) }; METHODS];
 static ARMED: [AtomicU32; METHODS] = [const { AtomicU32::new(0) }; METHODS];
@@ -281,7 +283,9 @@ fn free_budget(site: usize) -> bool {
         } else if key != site {
             continue;
         }
-        return FREE_COUNTS[slot].fetch_add(1, Ordering::Relaxed) < FREES_PER_SITE;
+        // A plain load first: a site past its budget costs no atomic write.
+        return FREE_COUNTS[slot].load(Ordering::Relaxed) < FREES_PER_SITE
+            && FREE_COUNTS[slot].fetch_add(1, Ordering::Relaxed) < FREES_PER_SITE;
     }
     false
 }
@@ -342,6 +346,7 @@ unsafe fn arm_one(object: usize, kind: Kind, site: usize) -> Option<Armed> {
     match perf::arm(object + layout::refcount_offset(), reads, id as u64 + 1) {
         Ok(fd) => {
             watches.slots[slot].fd = fd;
+            ARMED_NOW.fetch_add(1, Ordering::Relaxed);
             Some(1 << slot)
         }
         Err(error) => {
@@ -357,6 +362,7 @@ fn release(watch: &mut Watch) {
     if watch.fd >= 0 {
         perf::disarm(watch.fd);
         watch.fd = -1;
+        ARMED_NOW.fetch_sub(1, Ordering::Relaxed);
     }
     REGISTRY[watch.id].store(std::ptr::null_mut(), Ordering::Release);
     watch.object = 0;
@@ -368,7 +374,7 @@ fn release(watch: &mut Watch) {
 /// # Safety
 /// The caller holds the GIL.
 pub unsafe fn forget_block(block: usize) {
-    if STATE.load(Ordering::Relaxed) != ON {
+    if ARMED_NOW.load(Ordering::Relaxed) == 0 {
         return;
     }
     // SAFETY: this thread's own block.
