@@ -321,7 +321,7 @@ extern "C" fn on_exit(k: usize, _registers: *const [usize; 6], result: usize) {
     if depth >= DEPTH {
         return;
     }
-    let frame = calls.frames[depth];
+    let frame = &calls.frames[depth];
     // How many references the call left on each argument (0 for objects
     // that are not arguments).
     let grew = |object: usize| -> u64 {
