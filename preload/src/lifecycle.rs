@@ -152,13 +152,10 @@ struct Analysis {
 /// a heap the program corrupted crashes the copy, not the program.
 /// `with_python`: the interpreter may still be asked for totals.
 fn analyze(with_python: bool) -> Analysis {
-    let work = || Analysis {
-        leaks: findings::leaks::check(),
-        totals: if with_python { runtime::totals_now(census_applies()) } else { None },
-    };
     if !with_python || !crate::python::api::api().is_some_and(|a| a.can_run_python()) {
         return Analysis { leaks: findings::leaks::check(), totals: None };
     }
+    let work = || Analysis { leaks: findings::leaks::check(), totals: runtime::totals_now(census_applies()) };
     isolated("at exit", work).unwrap_or_default()
 }
 

@@ -162,13 +162,8 @@ hooks! {
 /// this interpreter lacks stay unresolved and are never patched in.
 pub fn resolve() {
     for hook in HOOKS {
-        let name = std::ffi::CString::new(hook.name).expect("hook names have no NUL");
-        // SAFETY: `name` is a valid C string; RTLD_DEFAULT searches the global
-        // scope, where the interpreter (executable or libpython) exports the
-        // C-API. refwatch exports none of these names, so it cannot find
-        // itself.
-        let address = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
-        hook.real.store(address as usize, Ordering::Relaxed);
+        // refwatch exports none of these names, so it cannot find itself.
+        hook.real.store(crate::python::api::address_of(hook.name), Ordering::Relaxed);
     }
 }
 

@@ -25,7 +25,6 @@ static FLAGS: [AtomicU32; stubs::STUBS] = [const { AtomicU32::new(0) }; stubs::S
 static USED: AtomicUsize = AtomicUsize::new(0);
 
 const METH_VARARGS: u32 = 0x1;
-const METH_NOARGS: u32 = 0x4;
 const METH_O: u32 = 0x8;
 const METH_FASTCALL: u32 = 0x80;
 const METH_METHOD: u32 = 0x200;
@@ -176,10 +175,7 @@ registrations! {
 /// Looks up the interpreter's registration functions (at start).
 pub fn resolve() {
     for (name, real, _) in registrations() {
-        let c_name = std::ffi::CString::new(name).expect("names have no NUL");
-        // SAFETY: a valid C string; refwatch exports none of these names.
-        let address = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c_name.as_ptr()) };
-        real.store(address as usize, Ordering::Relaxed);
+        real.store(crate::python::api::address_of(name), Ordering::Relaxed);
     }
 }
 
@@ -276,9 +272,8 @@ unsafe fn arguments(flags: u32, registers: &[usize; 6], out: &mut [usize; ARGUME
             for i in 0..layout::size(tuple).min(ARGUMENTS) {
                 push(layout::tuple_item(tuple, i));
             }
-        } else if flags & METH_NOARGS == 0 {
-            // Unknown convention: self only.
         }
+        // METH_NOARGS, or a convention not known here: self only.
     }
     n
 }

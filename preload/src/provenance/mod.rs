@@ -39,11 +39,7 @@ pub fn enable(gil: bool) {
     }
     let sampling = crate::count::sample() > 1;
     for (k, api) in apis::APIS.iter().enumerate() {
-        let c_name = std::ffi::CString::new(api.name).expect("API names have no NUL");
-        // SAFETY: a valid C string; RTLD_DEFAULT finds the interpreter's
-        // export (refwatch exports none of these names).
-        let address = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c_name.as_ptr()) };
-        trampolines::REAL[k].store(address as usize, Ordering::Relaxed);
+        trampolines::REAL[k].store(crate::python::api::address_of(api.name), Ordering::Relaxed);
         // Sampling thins the following of fresh objects; borrowed and stolen
         // references are always followed (one over-release is one too many).
         let gated = sampling && api.effect == Effect::New;

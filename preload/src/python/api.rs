@@ -98,6 +98,13 @@ pub fn lookup(name: &CStr) -> Option<*mut c_void> {
     (!address.is_null()).then_some(address)
 }
 
+/// The address of the interpreter's export `name`, or 0 when it has none
+/// (a function of another version). For the tables resolved at start.
+pub fn address_of(name: &str) -> usize {
+    let c_name = std::ffi::CString::new(name).expect("C-API names have no NUL");
+    lookup(&c_name).map_or(0, |a| a as usize)
+}
+
 /// The C-API, or `None` when this process has no (recognisable) interpreter.
 pub fn api() -> Option<&'static Api> {
     static API: OnceLock<Option<Api>> = OnceLock::new();

@@ -112,35 +112,28 @@ impl Symbolizer {
         let Some(object) = watched.iter().find(|w| w.contains(function)) else { return Vec::new() };
         let Some(loader) = self.loader(object) else { return Vec::new() };
         let start = (function - object.bias) as u64;
-        let outermost = |address: u64| -> Option<String> {
-            let mut frames = loader.find_frames(address).ok()?;
-            let mut last = None;
-            while let Ok(Some(frame)) = frames.next() {
-                last =
-                    frame.function.as_ref().and_then(|f| f.raw_name().ok()).map(|n| n.into_owned()).or(last);
-            }
-            last
-        };
-        let Some(name) = outermost(start) else { return Vec::new() };
+        // The function whose lines are read: the outermost one at its entry.
+        let mut name: Option<String> = None;
         let mut lines = std::collections::BTreeSet::new();
         // Every byte: an inlined increment's range need not start at a
         // line-table row (gcc schedules its instruction among others).
         for address in start..start + MAX_FUNCTION {
             let Ok(mut frames) = loader.find_frames(address) else { break };
-            let (mut increment, mut own_line, mut last) = (false, None, None);
+            let (mut increment, mut own_line, mut outermost) = (false, None, None);
             while let Ok(Some(frame)) = frames.next() {
                 let function = frame.function.as_ref().and_then(|f| f.raw_name().ok());
                 increment |= function.as_ref().is_some_and(|f| INCREMENTS.contains(&f.as_ref()));
-                last = function.map(|f| f.into_owned()).or(last);
+                outermost = function.map(|f| f.into_owned()).or(outermost);
                 let location = frame.location.as_ref();
                 if own_line.is_none() && location.and_then(|l| l.file).is_some_and(|f| !is_cpython_header(f))
                 {
                     own_line = location.and_then(|l| l.line);
                 }
             }
-            if last.as_deref() != Some(name.as_str()) {
-                break; // past the end of the function
+            if outermost.is_none() || (name.is_some() && outermost != name) {
+                break; // no function here, or past the end of this one
             }
+            name = outermost;
             if let (true, Some(line)) = (increment, own_line) {
                 lines.insert(line);
             }

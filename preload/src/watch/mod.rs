@@ -211,9 +211,7 @@ pub unsafe fn arm_for(method: u32, objects: &[usize]) -> Armed {
     if STATE.load(Ordering::Relaxed) != ON || m >= METHODS || SUSPECT[m].load(Ordering::Relaxed) == 0 {
         return 0;
     }
-    if ARMED[m].fetch_add(1, Ordering::Relaxed) >= CALLS_PER_METHOD
-        || ARMED_IN_ALL.fetch_add(1, Ordering::Relaxed) >= CALLS_IN_ALL
-    {
+    if !another_call(&ARMED[m]) {
         return 0;
     }
     let mut armed: Armed = 0;
@@ -231,14 +229,31 @@ pub unsafe fn arm_for(method: u32, objects: &[usize]) -> Armed {
 /// stub plus one, as `Association::method`) lends or gives away should be
 /// watched.
 pub fn wants_release(method: u32, site: usize) -> bool {
-    let Some(m) = (method as usize).checked_sub(1).filter(|&m| m < METHODS) else { return false };
+    let Some(m) = stub_of(method) else { return false };
     STATE.load(Ordering::Relaxed) == ON && RELEASE_SITE[m].load(Ordering::Relaxed) == site
+}
+
+/// The stub index of a method given as stub plus one (0: none), as
+/// `Association::method` keeps it.
+fn stub_of(method: u32) -> Option<usize> {
+    (method as usize).checked_sub(1).filter(|&m| m < METHODS)
+}
+
+/// Whether one more call may be armed: within `per_method`'s limit and the
+/// process's (both counted).
+fn another_call(per_method: &AtomicU32) -> bool {
+    per_method.fetch_add(1, Ordering::Relaxed) < CALLS_PER_METHOD && another_arm()
+}
+
+/// Whether one more watch may be armed in this process (counted).
+fn another_arm() -> bool {
+    ARMED_IN_ALL.fetch_add(1, Ordering::Relaxed) < CALLS_IN_ALL
 }
 
 /// A reference lent or given away at `site` in a call of `method` (stub
 /// plus one) was released without being owned: watch the next ones.
 pub fn suspect_release(method: u32, site: usize) {
-    if let Some(m) = (method as usize).checked_sub(1).filter(|&m| m < METHODS) {
+    if let Some(m) = stub_of(method) {
         RELEASE_SITE[m].store(site, Ordering::Relaxed);
     }
 }
@@ -247,14 +262,11 @@ pub fn suspect_release(method: u32, site: usize) {
 /// `method` (its stub), within the limits.
 ///
 /// # Safety
-/// `object` is alive until disarmed (`forget` disarms it before a free);
+/// `object` is alive until disarmed (`forget_block` disarms it before a free);
 /// the caller holds the GIL.
 pub unsafe fn arm_release(method: u32, object: usize) -> Armed {
     let m = method as usize;
-    if m >= METHODS
-        || RELEASE_ARMED[m].fetch_add(1, Ordering::Relaxed) >= CALLS_PER_METHOD
-        || ARMED_IN_ALL.fetch_add(1, Ordering::Relaxed) >= CALLS_IN_ALL
-    {
+    if m >= METHODS || !another_call(&RELEASE_ARMED[m]) {
         return 0;
     }
     // SAFETY: forwarded.
@@ -302,7 +314,7 @@ pub unsafe fn after_free(object: usize, site: usize) {
     if STATE.load(Ordering::Relaxed) != ON || crate::methods::current().is_none() || !free_budget(site) {
         return;
     }
-    if ARMED_IN_ALL.fetch_add(1, Ordering::Relaxed) >= CALLS_IN_ALL {
+    if !another_arm() {
         return;
     }
     // SAFETY: the watch only reads the refcount word when it is written,
@@ -476,13 +488,12 @@ pub fn increments(method: u32) -> Vec<(usize, u64)> {
 /// as `Association::method`) made without owning a reference, with how
 /// many.
 pub fn releases(method: u32) -> Vec<(usize, u64)> {
-    method.checked_sub(1).map_or(Vec::new(), |m| pinned(m, Kind::Releases))
+    stub_of(method).map_or(Vec::new(), |m| pinned(m as u32, Kind::Releases))
 }
 
 /// Calls of `method` (stub plus one) armed to watch releases.
 pub fn release_calls(method: u32) -> u32 {
-    let m = (method as usize).wrapping_sub(1);
-    RELEASE_ARMED.get(m).map_or(0, |a| a.load(Ordering::Relaxed).min(CALLS_PER_METHOD))
+    stub_of(method).map_or(0, |m| RELEASE_ARMED[m].load(Ordering::Relaxed).min(CALLS_PER_METHOD))
 }
 
 fn pinned(method: u32, kind: Kind) -> Vec<(usize, u64)> {
