@@ -1,7 +1,8 @@
 //! Exact lines for inline `Py_INCREF`s, by hardware watchpoints: the extra
 //! increment of a method whose calls leave references on its arguments is
-//! pinned to its line (single- and multi-threaded, and when a thread the
-//! method starts makes it); with
+//! pinned to its line (single- and multi-threaded, when a thread the
+//! method starts makes it, and when a worker thread running before the
+//! call does); with
 //! `REFWATCH_WATCHPOINTS=off` the same leak is named at function level with
 //! its candidate lines, and says why; balanced increments give nothing.
 
@@ -51,6 +52,7 @@ fn an_inline_extra_increment_is_pinned_to_its_line_and_falls_back_to_function_le
             ("keep", "extra-incref", "keep"),
             ("keep_after_use", "extra-incref-late", "keep_after_use"),
             ("keep_elsewhere", "extra-incref-thread", "keep_in_thread"),
+            ("keep_by_worker", "extra-incref-worker", "keep_in_worker"),
         ];
         for (call, marker, function) in cases {
             let line = marker_line("extra_ref.c", marker);

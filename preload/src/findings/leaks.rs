@@ -30,7 +30,7 @@ use crate::interpose;
 use crate::provenance::apis;
 use crate::provenance::growth::{self, GROWTH};
 use crate::provenance::ledger::{Entry, LEDGER};
-use crate::provenance::tracked::{Origin, TRACKED};
+use crate::provenance::tracked::{self, Origin};
 use crate::python::{api, layout, runtime};
 use crate::report;
 use crate::symbolize::Place;
@@ -152,7 +152,7 @@ pub fn check() -> Option<(Vec<Finding>, Vec<Held>)> {
 fn suspects() -> Vec<Suspect> {
     let readable = Readable::now();
     // SAFETY: checks run with the GIL held (at exit, in a pending call).
-    let (tracked, ledger, growth) = unsafe { (TRACKED.entries(), LEDGER.entries(), GROWTH.entries()) };
+    let (tracked, ledger, growth) = unsafe { (tracked::entries(), LEDGER.entries(), GROWTH.entries()) };
     type Known = (Option<Origin>, Option<Entry>, Option<growth::Entry>);
     let mut by_object: HashMap<usize, Known> = HashMap::new();
     // The maps are keyed by memory block; the object follows its pre-header.

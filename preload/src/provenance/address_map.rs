@@ -85,7 +85,7 @@ fn filter() -> *mut u8 {
 /// # Safety
 /// The caller holds the GIL.
 #[inline(always)]
-unsafe fn count_key(key: usize, delta: i8) {
+pub(super) unsafe fn count_key(key: usize, delta: i8) {
     let i = filter_index(key);
     // SAFETY: i < FILTER_BYTES, inside the filter; the GIL makes this the
     // only access (caller's contract).

@@ -24,7 +24,7 @@ use crate::python::layout;
 use crate::sys;
 use apis::Effect;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tracked::{Origin, TRACKED};
+use tracked::Origin;
 
 /// Set once following is on (a GIL build whose layout refwatch knows).
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -210,7 +210,7 @@ fn record_fresh(call: &Call, result: usize) {
     let origin = Origin { site, type_object, api: call.api as u32, pre_header };
     // SAFETY: new-reference APIs are called with the GIL held, which is the
     // table's invariant.
-    unsafe { TRACKED.update(result - pre_header as usize, |o| *o = origin) };
+    unsafe { tracked::insert(result - pre_header as usize, origin) };
 }
 
 /// Where in a container a reference lives.
@@ -346,7 +346,7 @@ pub unsafe fn block_moved(from: usize, to: usize) {
     // SAFETY: forwarded.
     if let Some(origin) = unsafe { forget_block(from) } {
         // SAFETY: forwarded.
-        unsafe { TRACKED.update(to, |o| *o = origin) };
+        unsafe { tracked::insert(to, origin) };
     }
 }
 
@@ -360,13 +360,30 @@ unsafe fn forget_block(block: usize) -> Option<Origin> {
     // SAFETY: forwarded (the maps are GIL-serialized).
     unsafe {
         crate::watch::forget_block(block);
+        let origin = tracked::remove(block);
+        // Most followed objects are in no other map: the filter, which
+        // counts the entries of all of them, says so with one load.
+        if address_map::maybe_present(block) {
+            forget_in_other_maps(block);
+        }
+        origin
+    }
+}
+
+/// `forget_block` for the maps other than `tracked`.
+///
+/// # Safety
+/// The caller holds the GIL.
+#[cold]
+unsafe fn forget_in_other_maps(block: usize) {
+    // SAFETY: forwarded (the maps are GIL-serialized).
+    unsafe {
         ledger::LEDGER.remove(block);
         growth::GROWTH.remove(block);
         assoc::CONTAINERS.remove(block);
         if let Some(association) = assoc::ASSOC.remove(block) {
             crate::findings::overrelease::freed(block + association.pre_header as usize, &association);
         }
-        TRACKED.remove(block)
     }
 }
 
@@ -376,7 +393,7 @@ pub fn reset_after_fork() {
         // SAFETY: the child has one thread, the one that forked; Python forks
         // with the GIL held.
         unsafe {
-            TRACKED.clear();
+            tracked::clear();
             ledger::LEDGER.clear();
             assoc::ASSOC.clear();
             assoc::CONTAINERS.clear();

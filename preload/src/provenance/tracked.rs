@@ -1,8 +1,15 @@
 //! The objects refwatch follows: every fresh object a watched extension
-//! received from a new-reference call, by memory block, with where it came from.
-//! GIL-serialized, like every `AddressMap`.
+//! received from a new-reference call, by memory block, with where it came
+//! from. GIL-serialized, like every `AddressMap`.
+//!
+//! Most followed objects die young, often inside the call that made them,
+//! so they first go to a nursery: a direct-mapped array indexed by address,
+//! where an insert and a removal are a store each, in memory that stays in
+//! cache (the allocator reuses a freed block first, and with it the slot).
+//! An object whose slot is wanted by a newer one moves to the map.
 
-use super::address_map::AddressMap;
+use super::address_map::{count_key, maybe_present, AddressMap};
+use std::cell::UnsafeCell;
 
 /// Where a followed object came from.
 #[derive(Clone, Copy, Debug, Default)]
@@ -22,8 +29,124 @@ pub struct Origin {
 /// for 1.5 million followed objects.
 const CAPACITY: usize = 1 << 21;
 
-pub static TRACKED: AddressMap<Origin> = AddressMap::new();
+/// Nursery slots (32 bytes each, 512 KiB in `.bss`): one per 16-byte
+/// granule of a 256 KiB address window, so the blocks of neighbouring pools
+/// never share a slot.
+const NURSERY: usize = 1 << 14;
+
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+struct Young {
+    /// The memory block, 0 for a free slot.
+    block: usize,
+    origin: Origin,
+}
+
+struct Nursery(UnsafeCell<[Young; NURSERY]>);
+
+// SAFETY: touched only with the GIL held, like the maps.
+unsafe impl Sync for Nursery {}
+
+static YOUNG: Nursery = Nursery(UnsafeCell::new(
+    [Young { block: 0, origin: Origin { site: 0, type_object: 0, api: 0, pre_header: 0 } }; NURSERY],
+));
+
+/// Followed objects that outlived their nursery slot.
+static OLD: AddressMap<Origin> = AddressMap::new();
 
 pub fn init() -> bool {
-    TRACKED.init(CAPACITY)
+    OLD.init(CAPACITY)
+}
+
+/// # Safety
+/// The caller holds the GIL.
+#[inline(always)]
+unsafe fn slot(block: usize) -> &'static mut Young {
+    // SAFETY: the index is below NURSERY; the GIL makes the caller the only
+    // accessor (caller's contract).
+    unsafe { &mut (*YOUNG.0.get())[(block >> 4) & (NURSERY - 1)] }
+}
+
+/// Follows the object in `block`, replacing what was known of the block
+/// (an object kept on a type's free list is reused without a free).
+///
+/// # Safety
+/// The caller holds the GIL.
+#[inline(always)]
+pub unsafe fn insert(block: usize, origin: Origin) {
+    // SAFETY: forwarded (GIL held).
+    unsafe {
+        let young = slot(block);
+        if young.block != block {
+            // The block may already be followed: in the map, or in the
+            // nursery's slot (then the same block, handled above).
+            if maybe_present(block) {
+                OLD.remove(block);
+            }
+            if young.block != 0 {
+                promote(*young);
+            }
+            count_key(block, 1);
+        }
+        *young = Young { block, origin };
+    }
+}
+
+/// Moves an object out of the nursery into the map.
+///
+/// # Safety
+/// The caller holds the GIL.
+#[cold]
+unsafe fn promote(young: Young) {
+    // SAFETY: forwarded (GIL held).
+    unsafe {
+        count_key(young.block, -1);
+        OLD.update(young.block, |o| *o = young.origin);
+    }
+}
+
+/// Stops following the object in `block`, returning where it came from.
+///
+/// # Safety
+/// The caller holds the GIL.
+#[inline(always)]
+pub unsafe fn remove(block: usize) -> Option<Origin> {
+    // SAFETY: forwarded (GIL held).
+    unsafe {
+        let young = slot(block);
+        if young.block == block {
+            young.block = 0;
+            count_key(block, -1);
+            return Some(young.origin);
+        }
+        OLD.remove(block)
+    }
+}
+
+/// Every followed object.
+///
+/// # Safety
+/// The caller holds the GIL.
+pub unsafe fn entries() -> Vec<(usize, Origin)> {
+    // SAFETY: forwarded (GIL held).
+    let mut all = unsafe { OLD.entries() };
+    // SAFETY: as above.
+    let young = unsafe { &*YOUNG.0.get() };
+    all.extend(young.iter().filter(|y| y.block != 0).map(|y| (y.block, y.origin)));
+    all
+}
+
+/// Forgets everything.
+///
+/// # Safety
+/// The caller holds the GIL.
+pub unsafe fn clear() {
+    // SAFETY: forwarded (GIL held).
+    unsafe {
+        OLD.clear();
+        for young in (*YOUNG.0.get()).iter_mut().filter(|y| y.block != 0) {
+            count_key(young.block, -1);
+            young.block = 0;
+        }
+    }
 }

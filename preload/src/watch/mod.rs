@@ -16,14 +16,16 @@
 //! on one line of the method, that line left the references: the finding
 //! becomes `exact`.
 //!
-//! Watchpoints are armed on the calling thread, and inherited by threads
-//! it starts during the call, only inside a call (so nothing is left armed
-//! at thread exit, fork or exit); each access raises a synchronous SIGTRAP
-//! in the thread that made it (`perf::arm`), handled with `SA_RESTART`
-//! when the program has no SIGTRAP handler of its own (else watchpoints are
-//! off); other SIGTRAPs keep their default action. Where `perf_event_open` is refused (paranoid
-//! level, seccomp) or `REFWATCH_WATCHPOINTS=off`, the finding stays at
-//! function level and says why.
+//! Watchpoints are armed on the calling thread, on the process's other
+//! threads (up to [`OTHER_THREADS`]: a worker the method hands the object
+//! to) and on threads started during the call (inherited), only inside a
+//! call, so nothing is left armed at thread exit, fork or exit. Each access
+//! raises a synchronous SIGTRAP in the thread that made it (`perf::arm`),
+//! handled with `SA_RESTART` when the program has no SIGTRAP handler of its
+//! own (else watchpoints are off); other SIGTRAPs keep their default
+//! action. Where `perf_event_open` is refused (paranoid level, seccomp) or
+//! `REFWATCH_WATCHPOINTS=off`, the finding stays at function level and says
+//! why.
 
 mod perf;
 
@@ -40,6 +42,9 @@ const CALLS_PER_METHOD: u32 = 8;
 const CALLS_IN_ALL: u32 = 256;
 /// Writes noted per watched object and call.
 const EVENTS: usize = 32;
+/// Threads other than the caller watched per object (the caller and the
+/// threads started during the call are always watched).
+const OTHER_THREADS: usize = 32;
 /// Methods that can be suspects (the stubs of `methods`).
 const METHODS: usize = 512;
 
@@ -188,6 +193,9 @@ struct Watch {
     last: u64,
     count: usize,
     events: [Write; EVENTS],
+    /// The same watchpoint on other threads (`others` of them).
+    others: usize,
+    other_fds: [i32; OTHER_THREADS],
 }
 
 /// This thread's watches (all zeros: none).
@@ -350,15 +358,29 @@ unsafe fn arm_one(object: usize, kind: Kind, site: usize) -> Option<Armed> {
         )
         .is_ok()
     })?;
-    watches.slots[slot] =
-        Watch { fd: -1, id, kind, object, site, last, count: 0, events: [Write { ip: 0, delta: 0 }; EVENTS] };
+    watches.slots[slot] = Watch {
+        fd: -1,
+        id,
+        kind,
+        object,
+        site,
+        last,
+        count: 0,
+        events: [Write { ip: 0, delta: 0 }; EVENTS],
+        others: 0,
+        other_fds: [-1; OTHER_THREADS],
+    };
     // Freed memory is watched for reads too: 3.12+ read a freed object's
     // refcount word and, finding it "immortal", write nothing.
     let reads = kind == Kind::Freed;
-    match perf::arm(object + layout::refcount_offset(), reads, id as u64 + 1) {
+    let address = object + layout::refcount_offset();
+    match perf::arm(address, reads, id as u64 + 1, 0) {
         Ok(fd) => {
             watches.slots[slot].fd = fd;
             ARMED_NOW.fetch_add(1, Ordering::Relaxed);
+            if kind != Kind::Freed {
+                arm_other_threads(&mut watches.slots[slot], address);
+            }
             Some(1 << slot)
         }
         Err(error) => {
@@ -369,8 +391,35 @@ unsafe fn arm_one(object: usize, kind: Kind, site: usize) -> Option<Armed> {
     }
 }
 
-/// Stops a watch: its watchpoint, its registration, its slot.
+/// Arms `watch` on the process's threads other than this one, which
+/// existed before the call: the ones a method hands its object to (a
+/// worker pool) touch it there. Freed memory is not watched there: the
+/// extension's own thread is the one that goes on using what it freed.
+fn arm_other_threads(watch: &mut Watch, address: usize) {
+    // SAFETY: gettid has no preconditions.
+    let me = unsafe { libc::gettid() };
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return };
+    let tids = tasks.filter_map(|t| t.ok()?.file_name().to_str()?.parse::<libc::pid_t>().ok());
+    for tid in tids.filter(|&t| t != me) {
+        if watch.others == OTHER_THREADS {
+            break;
+        }
+        // A thread that ended meanwhile, or one the kernel refuses, is
+        // left unwatched: the call's own thread is what matters most.
+        if let Ok(fd) = perf::arm(address, false, watch.id as u64 + 1, tid) {
+            watch.other_fds[watch.others] = fd;
+            watch.others += 1;
+        }
+    }
+}
+
+/// Stops a watch: its watchpoints, its registration, its slot.
 fn release(watch: &mut Watch) {
+    for fd in watch.other_fds[..watch.others].iter_mut() {
+        perf::disarm(*fd);
+        *fd = -1;
+    }
+    watch.others = 0;
     if watch.fd >= 0 {
         perf::disarm(watch.fd);
         watch.fd = -1;
@@ -385,10 +434,20 @@ fn release(watch: &mut Watch) {
 ///
 /// # Safety
 /// The caller holds the GIL.
+#[inline(always)]
 pub unsafe fn forget_block(block: usize) {
-    if ARMED_NOW.load(Ordering::Relaxed) == 0 {
-        return;
+    if ARMED_NOW.load(Ordering::Relaxed) != 0 {
+        // SAFETY: forwarded.
+        unsafe { disarm_block(block) };
     }
+}
+
+/// `forget_block` while some watch is armed.
+///
+/// # Safety
+/// The caller holds the GIL.
+#[cold]
+unsafe fn disarm_block(block: usize) {
     // SAFETY: this thread's own block.
     let watches = unsafe { &mut *watches_block() };
     for watch in

@@ -1,5 +1,5 @@
 //! One hardware watchpoint on 8 bytes through
-//! `perf_event_open(PERF_TYPE_BREAKPOINT)`, armed on the calling thread and
+//! `perf_event_open(PERF_TYPE_BREAKPOINT)`, armed on one thread and
 //! inherited by the threads it starts while armed: every write (or access)
 //! raises a synchronous `SIGTRAP` (`TRAP_PERF`) in the thread that made it,
 //! carrying `sig_data`, so the handler sees that thread's own instruction
@@ -42,10 +42,13 @@ struct Attr {
 const _: () = assert!(size_of::<Attr>() == 128);
 
 /// Watches writes (with `reads`, reads too) of the 8 bytes at `address`
-/// (8-aligned) by this thread and the threads it starts meanwhile; each
-/// raises `SIGTRAP` with `sig_data`. Returns the event's descriptor, for
-/// `disarm`.
-pub fn arm(address: usize, reads: bool, sig_data: u64) -> io::Result<i32> {
+/// (8-aligned) by thread `tid` (0: this one) and the threads it starts
+/// meanwhile; each raises `SIGTRAP` in the thread that made the access,
+/// with `sig_data`. Another thread of this process may be watched: the
+/// kernel's check for `sigtrap` on another task is the ptrace one, which
+/// a thread of the same process passes. Returns the event's descriptor,
+/// for `disarm`.
+pub fn arm(address: usize, reads: bool, sig_data: u64, tid: libc::pid_t) -> io::Result<i32> {
     let attr = Attr {
         kind: PERF_TYPE_BREAKPOINT,
         size: size_of::<Attr>() as u32,
@@ -57,10 +60,10 @@ pub fn arm(address: usize, reads: bool, sig_data: u64) -> io::Result<i32> {
         sig_data,
         ..Attr::default()
     };
-    // SAFETY: a valid attribute struct of the size it declares; pid 0 and
-    // cpu -1: this thread on any CPU; no group.
+    // SAFETY: a valid attribute struct of the size it declares; pid `tid`
+    // (0: this thread) and cpu -1: that thread on any CPU; no group.
     let fd = unsafe {
-        libc::syscall(libc::SYS_perf_event_open, &attr as *const Attr, 0, -1, -1, PERF_FLAG_FD_CLOEXEC)
+        libc::syscall(libc::SYS_perf_event_open, &attr as *const Attr, tid, -1, -1, PERF_FLAG_FD_CLOEXEC)
     } as i32;
     if fd < 0 {
         return Err(io::Error::last_os_error());
