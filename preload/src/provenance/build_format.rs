@@ -7,9 +7,16 @@
 
 use super::apis::Slot;
 use crate::python::layout;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Longest format read (formats are short literals in the extension).
 const MAX_FORMAT: usize = 256;
+
+/// Formats seen without an `N`, by address (direct-mapped): a format is
+/// nearly always a string literal, so it is read once rather than on every
+/// call. A format rebuilt in place with an `N` at a remembered address
+/// would have its steals unfollowed, nothing worse.
+static WITHOUT_STEALS: [AtomicUsize; 64] = [const { AtomicUsize::new(0) }; 64];
 
 /// Calls `stolen(object, container, index, slot)` for every value an `N`
 /// unit of `format` placed in a tuple or list of `built`, the successful
@@ -23,13 +30,18 @@ pub unsafe fn for_each_stolen(
     built: usize,
     stolen: &mut dyn FnMut(usize, usize, usize, Slot),
 ) {
-    // SAFETY: the call just read this string (caller's contract).
-    let bytes = unsafe { std::ffi::CStr::from_ptr(format as *const libc::c_char) }.to_bytes();
-    let format = &bytes[..bytes.len().min(MAX_FORMAT)];
-    if !format.contains(&b'N') {
+    let seen = &WITHOUT_STEALS[(format.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) % 64];
+    if seen.load(Ordering::Relaxed) == format {
         return;
     }
-    let mut walk = Walk { format, at: 0, stolen };
+    // SAFETY: the call just read this string (caller's contract).
+    let bytes = unsafe { std::ffi::CStr::from_ptr(format as *const libc::c_char) }.to_bytes();
+    let text = &bytes[..bytes.len().min(MAX_FORMAT)];
+    if !text.contains(&b'N') {
+        seen.store(format, Ordering::Relaxed);
+        return;
+    }
+    let mut walk = Walk { format: text, at: 0, stolen };
     // One unit builds that value itself; more build a tuple of them.
     let units = walk.count_top_level();
     // SAFETY: forwarded.
