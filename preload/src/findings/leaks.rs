@@ -31,7 +31,7 @@ use crate::provenance::apis;
 use crate::provenance::growth::{self, GROWTH};
 use crate::provenance::ledger::{Entry, LEDGER};
 use crate::provenance::tracked::{self, Origin};
-use crate::python::{api, layout, runtime};
+use crate::python::{api, heap, layout};
 use crate::report;
 use crate::symbolize::Place;
 use refwatch_model::event::{Finding, FindingKind, Held, Precision};
@@ -40,11 +40,20 @@ use std::collections::HashMap;
 /// Unheld objects from one site that make a leak.
 pub const LEAK_MIN_OBJECTS: u64 = 2;
 
-/// An object alive at the check with what refwatch knows of it.
+/// An object alive at the check with what refwatch knows of it (kept
+/// small: a check may hold a million of them).
 struct Suspect {
     object: usize,
     refcount: u64,
-    origin: Option<Origin>,
+    /// The call site that created it, and the C-API function.
+    created: Option<(usize, u8)>,
+    /// Its visible increments and the growth method calls left, which few
+    /// objects have.
+    more: Option<Box<More>>,
+}
+
+#[derive(Default)]
+struct More {
     ledger: Option<Entry>,
     growth: Option<growth::Entry>,
 }
@@ -93,39 +102,45 @@ pub fn check() -> Option<(Vec<Finding>, Vec<Held>)> {
     if suspects.is_empty() {
         return Some((Vec::new(), Vec::new()));
     }
-    let objects: Vec<usize> = suspects.iter().map(|s| s.object).collect();
-    let statics = static_references(&objects);
-    let Some(visits) = runtime::holder_visits(&objects) else {
+    let chosen: heap::Chosen = suspects.iter().enumerate().map(|(i, s)| (s.object, i as u32)).collect();
+    // References that holders make to each suspect: C statics, then the heap.
+    let mut held_by = vec![0u32; suspects.len()];
+    static_references(&chosen, &mut held_by);
+    // SAFETY: checks run with the GIL held; the suspects are alive.
+    if unsafe { heap::count_holders(&chosen, &mut held_by) }.is_none() {
         static TOLD: std::sync::Once = std::sync::Once::new();
         TOLD.call_once(|| {
             crate::sys::warn(format_args!("leak check skipped: the walk of the heap did not finish"))
         });
         return None;
-    };
+    }
+    drop(chosen);
     let mut tallies: HashMap<Blame, Tally> = HashMap::new();
-    for (i, s) in suspects.iter().enumerate() {
-        let unheld = s.refcount.saturating_sub(visits[i] + statics[i]);
-        let by_increment = s.ledger.map_or(0, |e| e.net.max(0) as u64).min(unheld);
+    for (s, &held_by) in suspects.iter().zip(&held_by) {
+        let held_by = u64::from(held_by);
+        let (ledger, growth) = s.more.as_deref().map_or((None, None), |m| (m.ledger, m.growth));
+        let unheld = s.refcount.saturating_sub(held_by);
+        let by_increment = ledger.map_or(0, |e| e.net.max(0) as u64).min(unheld);
         let rest = unheld - by_increment;
-        let by_creation = if s.origin.is_some() { rest } else { 0 };
+        let by_creation = if s.created.is_some() { rest } else { 0 };
         // Only when the method calls left exactly the unheld references, on
         // an object the interpreter does not share from places refwatch
         // cannot see (static objects, small ints, interned strings).
-        let by_calls = match s.growth {
-            Some(g) if s.origin.is_none() && rest > 0 && rest == g.net && !shared(s.object) => rest,
+        let by_calls = match growth {
+            Some(g) if s.created.is_none() && rest > 0 && rest == g.net && !shared(s.object) => rest,
             _ => 0,
         };
         let blames = [
-            (by_increment, s.ledger.and_then(|e| increment_blame(&e))),
+            (by_increment, ledger.and_then(|e| increment_blame(&e))),
             (
                 by_creation,
-                s.origin.map(|o| Blame {
-                    place: report::place_of(o.site),
+                s.created.map(|(site, _)| Blame {
+                    place: report::place_of(site),
                     candidates: Vec::new(),
                     how: How::Created,
                 }),
             ),
-            (by_calls, s.growth.map(|g| method_blame(g.method))),
+            (by_calls, growth.map(|g| method_blame(g.method))),
         ];
         for (references, blame) in blames {
             let Some(blame) = blame.filter(|_| references > 0) else { continue };
@@ -133,12 +148,12 @@ pub fn check() -> Option<(Vec<Finding>, Vec<Held>)> {
             let tally = tallies.entry(blame).or_default();
             tally.objects += 1;
             tally.references += references;
-            tally.orphans += u64::from(visits[i] + statics[i] == 0);
+            tally.orphans += u64::from(held_by == 0);
             // SAFETY: the object is alive (checked in `suspects`); its type too.
             let type_name = unsafe { layout::type_name(layout::type_of(s.object)) };
             *tally.types.entry(type_name).or_default() += 1;
             let api = match how {
-                How::Created => s.origin.map_or("?", |o| apis::name(o.api as usize)),
+                How::Created => s.created.map_or("?", |(_, api)| apis::name(api as usize)),
                 _ => "Py_INCREF",
             };
             *tally.apis.entry(api).or_default() += 1;
@@ -151,35 +166,55 @@ pub fn check() -> Option<(Vec<Finding>, Vec<Held>)> {
 /// still alive (their address still holds an object of their type).
 fn suspects() -> Vec<Suspect> {
     let readable = Readable::now();
-    // SAFETY: checks run with the GIL held (at exit, in a pending call).
-    let (tracked, ledger, growth) = unsafe { (tracked::entries(), LEDGER.entries(), GROWTH.entries()) };
-    type Known = (Option<Origin>, Option<Entry>, Option<growth::Entry>);
-    let mut by_object: HashMap<usize, Known> = HashMap::new();
     // The maps are keyed by memory block; the object follows its pre-header.
-    for (block, origin) in tracked {
-        by_object.entry(block + origin.pre_header as usize).or_default().0 = Some(origin);
+    // Objects with increments or growth, by object: their type then, and
+    // what is known.
+    let mut more: HashMap<usize, (usize, More)> = HashMap::new();
+    // SAFETY: checks run with the GIL held (at exit, in a pending call).
+    unsafe {
+        LEDGER.for_each(|block, entry| {
+            if entry.net > 0 {
+                let object = block + entry.pre_header as usize;
+                more.entry(object).or_insert((entry.type_object, More::default())).1.ledger = Some(entry);
+            }
+        });
+        GROWTH.for_each(|block, entry| {
+            let object = block + entry.pre_header as usize;
+            more.entry(object).or_insert((entry.type_object, More::default())).1.growth = Some(entry);
+        });
     }
-    for (block, entry) in ledger.into_iter().filter(|(_, e)| e.net > 0) {
-        by_object.entry(block + entry.pre_header as usize).or_default().1 = Some(entry);
-    }
-    for (block, entry) in growth {
-        by_object.entry(block + entry.pre_header as usize).or_default().2 = Some(entry);
-    }
-    by_object
-        .into_iter()
-        .filter(|(object, _)| readable.contains(*object, 64))
-        .filter_map(|(object, (origin, ledger, growth))| {
-            let expected = origin
-                .map(|o| o.type_object)
-                .or(ledger.map(|e| e.type_object))
-                .or(growth.map(|g| g.type_object))?;
-            // SAFETY: the header is readable (checked above); a reused or
-            // freed address shows another type or an impossible refcount.
-            let (type_object, refcount) = unsafe { (layout::type_of(object), layout::refcount(object)) };
-            let plausible = type_object == expected && (1..layout::IMMORTAL).contains(&refcount);
-            plausible.then_some(Suspect { object, refcount, origin, ledger, growth })
+    // A reused or freed address shows another type or an impossible
+    // refcount: the refcount of the object that is there, if it is one.
+    let alive = |object: usize, expected: &dyn Fn(usize) -> bool| {
+        if !readable.contains(object, 64) {
+            return None;
+        }
+        // SAFETY: the header is readable (checked above).
+        let (type_object, refcount) = unsafe { (layout::type_of(object), layout::refcount(object)) };
+        (expected(type_object) && (1..layout::IMMORTAL).contains(&refcount)).then_some(refcount)
+    };
+    let mut suspects = Vec::new();
+    // SAFETY: as above.
+    unsafe {
+        tracked::for_each(|block, origin: Origin| {
+            let object = block + origin.pre_header as usize;
+            let known = more.remove(&object).map(|(_, m)| Box::new(m));
+            if let Some(refcount) = alive(object, &|t| origin.is_type(t)) {
+                suspects.push(Suspect {
+                    object,
+                    refcount,
+                    created: Some((origin.site, origin.api)),
+                    more: known,
+                });
+            }
         })
-        .collect()
+    };
+    for (object, (expected, known)) in more {
+        if let Some(refcount) = alive(object, &|t| t == expected) {
+            suspects.push(Suspect { object, refcount, created: None, more: Some(Box::new(known)) });
+        }
+    }
+    suspects
 }
 
 /// Whether the interpreter itself keeps references to `object` where the
@@ -354,11 +389,10 @@ fn most_common<K: AsRef<str>>(counts: &HashMap<K, u64>) -> Option<&str> {
         .map(|(k, _)| k.as_ref())
 }
 
-/// How many words of the watched extensions' static data point at each
-/// object: references held by C statics (one-time caches, singletons).
-fn static_references(objects: &[usize]) -> Vec<u64> {
-    let index: HashMap<usize, usize> = objects.iter().enumerate().map(|(i, &o)| (o, i)).collect();
-    let mut counts = vec![0u64; objects.len()];
+/// Adds, for each chosen object, how many words of the watched extensions'
+/// static data point at it: references held by C statics (one-time caches,
+/// singletons).
+fn static_references(chosen: &heap::Chosen, counts: &mut [u32]) {
     let readable = Readable::now();
     for watched in interpose::watched() {
         for range in watched.writable.iter().flat_map(|r| readable.within(r)) {
@@ -368,11 +402,10 @@ fn static_references(objects: &[usize]) -> Vec<u64> {
             // object (`within`), aligned; reading them has no side effects.
             let data = unsafe { std::slice::from_raw_parts(start as *const usize, words) };
             for word in data {
-                if let Some(&i) = index.get(word) {
-                    counts[i] += 1;
+                if let Some(&i) = chosen.get(word) {
+                    counts[i as usize] += 1;
                 }
             }
         }
     }
-    counts
 }

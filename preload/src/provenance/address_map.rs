@@ -213,21 +213,19 @@ impl<V: Copy + Default> AddressMap<V> {
         Some(unsafe { t.remove_at(i) })
     }
 
-    /// Every entry.
+    /// Calls `f` with every entry (without copying them all first).
     ///
     /// # Safety
-    /// The caller holds the GIL.
-    pub unsafe fn entries(&self) -> Vec<(usize, V)> {
+    /// The caller holds the GIL; `f` does not change the map.
+    pub unsafe fn for_each(&self, mut f: impl FnMut(usize, V)) {
         // SAFETY: forwarded.
-        let Some(t) = (unsafe { self.table() }) else { return Vec::new() };
-        let mut out = Vec::with_capacity(t.len);
+        let Some(t) = (unsafe { self.table() }) else { return };
         for i in 0..t.capacity {
             let slot = *t.slot(i);
             if slot.key != 0 {
-                out.push((slot.key, slot.value));
+                f(slot.key, slot.value);
             }
         }
-        out
     }
 
     /// Removes everything.

@@ -206,11 +206,11 @@ fn record_fresh(call: &Call, result: usize) {
     let site = call.site;
     crate::count::bump(site, crate::count::Kind::New);
     // SAFETY: the object's type is alive while the object is.
-    let pre_header = unsafe { layout::pre_header(type_object) } as u32;
-    let origin = Origin { site, type_object, api: call.api as u32, pre_header };
+    let pre_header = unsafe { layout::pre_header(type_object) };
+    let origin = Origin::new(site, type_object, call.api, pre_header);
     // SAFETY: new-reference APIs are called with the GIL held, which is the
     // table's invariant.
-    unsafe { tracked::insert(result - pre_header as usize, origin) };
+    unsafe { tracked::insert(result - pre_header, origin) };
 }
 
 /// Where in a container a reference lives.

@@ -11,25 +11,39 @@
 use super::address_map::{count_key, maybe_present, AddressMap};
 use std::cell::UnsafeCell;
 
-/// Where a followed object came from.
+/// Where a followed object came from (16 bytes: a map slot is 24).
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C)]
 pub struct Origin {
     /// Return address of the call that created it (the extension's site).
     pub site: usize,
-    /// Its type when created (a reused address shows another type).
-    pub type_object: usize,
+    /// The low half of its type's address when created: a reused address
+    /// shows another type.
+    type_tag: u32,
     /// Index of the C-API function in `apis::APIS`.
-    pub api: u32,
+    pub api: u8,
     /// Bytes between the start of its memory block and the object.
-    pub pre_header: u32,
+    pub pre_header: u8,
 }
 
-/// 2^21 slots of 32 bytes (64 MiB of address space, backed as used): room
+const _: () = assert!(super::trampolines::ENTRIES <= 256 && size_of::<Origin>() == 16);
+
+impl Origin {
+    pub fn new(site: usize, type_object: usize, api: usize, pre_header: usize) -> Origin {
+        Origin { site, type_tag: type_object as u32, api: api as u8, pre_header: pre_header as u8 }
+    }
+
+    /// Whether `type_object` may be the type it was created with.
+    pub fn is_type(&self, type_object: usize) -> bool {
+        type_object as u32 == self.type_tag
+    }
+}
+
+/// 2^21 slots of 24 bytes (48 MiB of address space, backed as used): room
 /// for 1.5 million followed objects.
 const CAPACITY: usize = 1 << 21;
 
-/// Nursery slots (32 bytes each, 512 KiB in `.bss`): one per 16-byte
+/// Nursery slots (24 bytes each, 384 KiB in `.bss`): one per 16-byte
 /// granule of a 256 KiB address window, so the blocks of neighbouring pools
 /// never share a slot.
 const NURSERY: usize = 1 << 14;
@@ -48,7 +62,7 @@ struct Nursery(UnsafeCell<[Young; NURSERY]>);
 unsafe impl Sync for Nursery {}
 
 static YOUNG: Nursery = Nursery(UnsafeCell::new(
-    [Young { block: 0, origin: Origin { site: 0, type_object: 0, api: 0, pre_header: 0 } }; NURSERY],
+    [Young { block: 0, origin: Origin { site: 0, type_tag: 0, api: 0, pre_header: 0 } }; NURSERY],
 ));
 
 /// Followed objects that outlived their nursery slot.
@@ -123,17 +137,18 @@ pub unsafe fn remove(block: usize) -> Option<Origin> {
     }
 }
 
-/// Every followed object.
+/// Calls `f` with every followed object's block and origin.
 ///
 /// # Safety
-/// The caller holds the GIL.
-pub unsafe fn entries() -> Vec<(usize, Origin)> {
+/// The caller holds the GIL; `f` does not follow or forget objects.
+pub unsafe fn for_each(mut f: impl FnMut(usize, Origin)) {
     // SAFETY: forwarded (GIL held).
-    let mut all = unsafe { OLD.entries() };
-    // SAFETY: as above.
-    let young = unsafe { &*YOUNG.0.get() };
-    all.extend(young.iter().filter(|y| y.block != 0).map(|y| (y.block, y.origin)));
-    all
+    unsafe {
+        OLD.for_each(&mut f);
+        for young in (*YOUNG.0.get()).iter().filter(|y| y.block != 0) {
+            f(young.block, young.origin);
+        }
+    }
 }
 
 /// Forgets everything.

@@ -71,9 +71,6 @@ api! {
     err_restore: c"PyErr_Restore" => fn(*mut PyObject, *mut PyObject, *mut PyObject),
     unicode_as_utf8: c"PyUnicode_AsUTF8" => fn(*mut PyObject) -> *const c_char,
     sys_get_object: c"PySys_GetObject" => fn(*const c_char) -> *mut PyObject,
-    list_new: c"PyList_New" => fn(isize) -> *mut PyObject,
-    list_set_item: c"PyList_SetItem" => fn(*mut PyObject, isize, *mut PyObject) -> c_int,
-    dict_del_item_string: c"PyDict_DelItemString" => fn(*mut PyObject, *const c_char) -> c_int,
     dict_next: c"PyDict_Next" =>
         fn(*mut PyObject, *mut isize, *mut *mut PyObject, *mut *mut PyObject) -> c_int,
     module_get_dict: c"PyModule_GetDict" => fn(*mut PyObject) -> *mut PyObject,
@@ -81,6 +78,9 @@ api! {
     frame_get_line_number: c"PyFrame_GetLineNumber" => fn(*mut PyObject) -> c_int,
     frame_get_code: c"PyFrame_GetCode" => fn(*mut PyObject) -> *mut PyObject,
     object_get_attr_string: c"PyObject_GetAttrString" => fn(*mut PyObject, *const c_char) -> *mut PyObject,
+    dict_size: c"PyDict_Size" => fn(*mut PyObject) -> isize,
+    is_gc: c"PyObject_IS_GC" => fn(*mut PyObject) -> c_int,
+    gc_is_tracked: c"PyObject_GC_IsTracked" => fn(*mut PyObject) -> c_int,
     incref: c"Py_IncRef" => fn(*mut PyObject),
     decref: c"Py_DecRef" => fn(*mut PyObject),
 }

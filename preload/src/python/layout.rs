@@ -44,6 +44,17 @@ pub unsafe fn type_flags(type_object: usize) -> u64 {
 }
 
 pub const TUPLE_SUBCLASS: u64 = 1 << 26;
+pub const DICT_SUBCLASS: u64 = 1 << 29;
+
+/// A type's `tp_traverse` (0 when it has none): the word after `tp_doc`,
+/// which follows `tp_flags`, in every version.
+///
+/// # Safety
+/// `type_object` is a live type object.
+pub unsafe fn traverse_of(type_object: usize) -> usize {
+    // SAFETY: tp_traverse is a field of every type object.
+    unsafe { ((type_object + EXTRA.load(Ordering::Relaxed) + TPFLAGS_OFFSET + 16) as *const usize).read() }
+}
 pub const BASE_EXC_SUBCLASS: u64 = 1 << 30;
 
 /// `args` of an exception instance: `PyBaseExceptionObject` is the object

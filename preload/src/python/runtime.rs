@@ -33,47 +33,6 @@ if hasattr(_os, 'register_at_fork'):
     _os.register_at_fork(before=_rw_before_fork, after_in_parent=_rw_after_fork_parent,
                          after_in_child=_rw_after_fork_child)
 
-def _rw_visits(objs):
-    # How many references reachable holders (objects the gc tracks, and
-    # everything reachable from them or from objs, tracked or not) make to
-    # each object of objs. refwatch's own frame and list do not count.
-    # Untracked objects met are walked once (`seen`, by id; nothing is freed
-    # during the walk, which runs no Python code of the program), except
-    # those of types that hold no references. Every object is walked at
-    # most once: the walk ends.
-    index = {id(o): i for i, o in enumerate(objs)}
-    visits = [0] * len(objs)
-    # This frame, by id only: a local holding the frame object would make a
-    # cycle that keeps `seen` (everything walked) alive until a collection.
-    me = id(_sys._getframe())
-    atomic = {int, float, complex, str, bytes, bool, type(None)}
-    todo = _gc.get_objects()
-    seen = set()
-    for o in objs:
-        if not _gc.is_tracked(o) and type(o) not in atomic:
-            seen.add(id(o))
-            todo.append(o)
-    referents, tracked = _gc.get_referents, _gc.is_tracked
-    dict_len, dict_iter = dict.__len__, dict.__iter__
-    while todo:
-        o = todo.pop()
-        if o is objs or o is todo or o is seen or id(o) == me:
-            continue
-        rs = referents(o)
-        # A dict's traversal leaves out its keys when they are all str (or
-        # the table is shared): count them here, read through dict's own C
-        # methods (no code of a subclass runs).
-        if issubclass(type(o), dict) and len(rs) == dict_len(o):
-            rs.extend(dict_iter(o))
-        for r in rs:
-            i = index.get(id(r))
-            if i is not None and r is objs[i]:
-                visits[i] += 1
-            if not tracked(r) and type(r) not in atomic and id(r) not in seen:
-                seen.add(id(r))
-                todo.append(r)
-    return ','.join(map(str, visits))
-
 def _rw_totals(census):
     out = []
     total = getattr(_sys, 'gettotalrefcount', None)
@@ -372,34 +331,22 @@ pub fn forget_totals() {
     PENDING.store(false, Ordering::Release);
 }
 
-/// For each object of `objects` (live, GIL held), how many references the
-/// holders Python can see make to it (`_rw_visits`). `None` if Python could
+/// Calls `f` with a list of every object the garbage collector tracks
+/// (`gc.get_objects()`), which holds them meanwhile. `None` if Python could
 /// not be asked.
-pub fn holder_visits(objects: &[usize]) -> Option<Vec<u64>> {
+pub fn with_gc_objects<T>(f: impl FnOnce(usize) -> T) -> Option<T> {
     let api = api().filter(|a| a.can_run_python())?;
     if !REGISTERED.load(Ordering::Acquire) {
         return None;
     }
-    let globals = GLOBALS.load(Ordering::Acquire);
-    // SAFETY: can_run_python: the GIL is held. The list takes a new
-    // reference to each live object and is released (with them) below.
-    let text = unsafe {
-        let list = (api.list_new)(objects.len() as isize);
-        if list.is_null() {
-            return None;
-        }
-        for (i, &object) in objects.iter().enumerate() {
-            (api.incref)(object as *mut PyObject);
-            (api.list_set_item)(list, i as isize, object as *mut PyObject);
-        }
-        (api.dict_set_item_string)(globals, c"_rw_objs".as_ptr(), list);
+    // SAFETY: can_run_python: the GIL is held; the list is a new reference,
+    // released after `f`.
+    unsafe {
+        let list = run(api, c"_gc.get_objects()", PY_EVAL_INPUT)?;
+        let value = f(list as usize);
         (api.decref)(list);
-        let result = run(api, c"_rw_visits(_rw_objs)", PY_EVAL_INPUT);
-        (api.dict_del_item_string)(globals, c"_rw_objs".as_ptr());
-        take_text(api, result?)?
-    };
-    let visits: Vec<u64> = text.split(',').filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect();
-    (visits.len() == objects.len()).then_some(visits)
+        Some(value)
+    }
 }
 
 /// The Python line running now (file, line), when this thread holds the
