@@ -251,3 +251,40 @@ fn a_growing_leak_is_streamed_during_the_run_before_any_exit() {
         Ok(())
     });
 }
+
+#[test]
+fn instances_of_python_classes_made_by_the_extension_die_once_and_their_leak_is_named() {
+    on_every_python("instances", |py| {
+        let built = fixture::build(py, "instances.c", "instances", &[]);
+        let code = "import instances, gc, collections\n\
+                    revived = []\n\
+                    class A: pass\n\
+                    class B(dict): pass\n\
+                    class C(A): pass\n\
+                    class D(B):\n    def __del__(self):\n        if len(revived) < 3: revived.append(self)\n\
+                    class E(Exception): pass\n\
+                    class F(collections.OrderedDict): pass\n\
+                    class G(list): __slots__ = ('x',)\n\
+                    for i in range(500):\n    for cls in (A, B, C, D, E, F, G, dict, list):\n        instances.make(cls)\n    \
+                    if i % 100 == 0: gc.collect()\n\
+                    for cls in (A, C, C):\n    instances.make_and_lose(cls)\n\
+                    print('ok', len(revived))\n";
+        let r = run(py, &[&built], code, Agent::Json(&[]));
+        ensure!(r.status.success() && r.stdout == "ok 3\n", "{}", r.describe());
+        let (findings, _) = r.summary_findings()?;
+        let line = marker_line("instances.c", "lost-instance");
+        let expected: BTreeSet<_> = [(
+            format!("{:?}", FindingKind::Leak),
+            "instances.c".to_string(),
+            line,
+            format!("{:?}", Precision::Exact),
+        )]
+        .into();
+        ensure!(
+            finding_set(&findings) == expected,
+            "expected one exact leak at instances.c:{line}: {findings:#?}"
+        );
+        ensure!(findings[0].count == 3, "three instances lost: {findings:#?}");
+        Ok(())
+    });
+}

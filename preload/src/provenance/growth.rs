@@ -41,6 +41,9 @@ pub unsafe fn note(object: usize, method: u32, grew: u64) {
     // SAFETY: caller's contract: a live object and its type.
     unsafe {
         let type_object = layout::type_of(object);
+        if !super::seen_dying(type_object) {
+            return;
+        }
         let pre_header = layout::pre_header(type_object) as u32;
         GROWTH.update(object - pre_header as usize, |e| {
             *e = Entry { net: e.net + grew, method, pre_header, type_object };

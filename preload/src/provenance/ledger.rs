@@ -58,6 +58,10 @@ pub fn init() -> bool {
 #[inline]
 pub unsafe fn note(object: usize, site: usize, delta: i64) {
     // SAFETY: forwarded; the object is alive (a refcount call is being made
-    // on it).
-    unsafe { LEDGER.update(super::key_of(object), |e| e.add(object, site, delta)) };
+    // on it), and so is its type.
+    unsafe {
+        if super::seen_dying(layout::type_of(object)) {
+            LEDGER.update(super::key_of(object), |e| e.add(object, site, delta));
+        }
+    }
 }

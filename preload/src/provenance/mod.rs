@@ -205,12 +205,15 @@ fn record_fresh(call: &Call, result: usize) {
     }
     let site = call.site;
     crate::count::bump(site, crate::count::Kind::New);
-    // SAFETY: the object's type is alive while the object is.
-    let pre_header = unsafe { layout::pre_header(type_object) };
-    let origin = Origin::new(site, type_object, call.api, pre_header);
-    // SAFETY: new-reference APIs are called with the GIL held, which is the
-    // table's invariant.
-    unsafe { tracked::insert(result - pre_header, origin) };
+    // SAFETY: the object's type is alive while the object is; new-reference
+    // APIs are called with the GIL held, which is the tables' invariant.
+    unsafe {
+        if !seen_dying(type_object) {
+            return;
+        }
+        let pre_header = layout::pre_header(type_object);
+        tracked::insert(result - pre_header, Origin::new(site, type_object, call.api, pre_header));
+    }
 }
 
 /// Where in a container a reference lives.
@@ -241,8 +244,12 @@ fn associate(object: usize, holder: Holder, call: &Call, stolen: bool) {
         if layout::refcount(object) >= layout::IMMORTAL {
             return;
         }
-        let pre_header = layout::pre_header(layout::type_of(object)) as u32;
+        let object_type = layout::type_of(object);
         let container_type = layout::type_of(holder.container);
+        if !seen_dying(object_type) || !seen_dying(container_type) {
+            return;
+        }
+        let pre_header = layout::pre_header(object_type) as u32;
         let container_pre_header = layout::pre_header(container_type);
         if !assoc::CONTAINERS.update(holder.container - container_pre_header, |_| {}) {
             return; // no room to know when the container goes
@@ -282,6 +289,17 @@ pub unsafe fn visible_refcount(object: usize, site: usize, delta: i64) {
         // SAFETY: forwarded.
         unsafe { ledger::note(object, site, delta) };
     }
+}
+
+/// Whether the deaths of objects of `type_object` are seen, so that they
+/// can be followed (every map entry must go when its object dies).
+///
+/// # Safety
+/// `type_object` is a live type object; the caller holds the GIL.
+#[inline(always)]
+unsafe fn seen_dying(type_object: usize) -> bool {
+    // SAFETY: forwarded.
+    unsafe { crate::python::liveness::seen_dying(type_object) }
 }
 
 /// The key of a live object in provenance's maps: the start of its memory

@@ -14,7 +14,21 @@ pub fn set_header_extra(bytes: usize, minor: usize) {
     MINOR.store(minor, Ordering::Relaxed);
 }
 
-const TPFLAGS_OFFSET: usize = 16 + 8 + 144; // PyVarObject, then 18 words to tp_flags
+/// Word `n` after a type object's `PyVarObject` header: `PyTypeObject`'s
+/// slots are in the same order in every version of the matrix.
+///
+/// # Safety
+/// `type_object` is a live type object.
+unsafe fn type_word(type_object: usize, n: usize) -> *mut usize {
+    (type_object + EXTRA.load(Ordering::Relaxed) + 24 + 8 * n) as *mut usize
+}
+
+/// `tp_dealloc`, `tp_flags`, `tp_traverse`, `tp_methods`, `tp_base`.
+const TP_DEALLOC: usize = 3;
+const TP_FLAGS: usize = 18;
+const TP_TRAVERSE: usize = 20;
+const TP_METHODS: usize = 26;
+const TP_BASE: usize = 29;
 const HAVE_GC: u64 = 1 << 14;
 /// Py_TPFLAGS_MANAGED_WEAKREF (3.12+) and Py_TPFLAGS_MANAGED_DICT (3.11+).
 const MANAGED_WEAKREF: u64 = 1 << 3;
@@ -40,20 +54,49 @@ pub unsafe fn pre_header(type_object: usize) -> usize {
 /// `type_object` is a live type object.
 pub unsafe fn type_flags(type_object: usize) -> u64 {
     // SAFETY: tp_flags is a field of every type object.
-    unsafe { ((type_object + EXTRA.load(Ordering::Relaxed) + TPFLAGS_OFFSET) as *const u64).read() }
+    unsafe { type_word(type_object, TP_FLAGS).cast::<u64>().read() }
 }
 
 pub const TUPLE_SUBCLASS: u64 = 1 << 26;
 pub const DICT_SUBCLASS: u64 = 1 << 29;
 
-/// A type's `tp_traverse` (0 when it has none): the word after `tp_doc`,
-/// which follows `tp_flags`, in every version.
+/// A type's `tp_traverse` (0 when it has none).
 ///
 /// # Safety
 /// `type_object` is a live type object.
 pub unsafe fn traverse_of(type_object: usize) -> usize {
     // SAFETY: tp_traverse is a field of every type object.
-    unsafe { ((type_object + EXTRA.load(Ordering::Relaxed) + TPFLAGS_OFFSET + 16) as *const usize).read() }
+    unsafe { type_word(type_object, TP_TRAVERSE).read() }
+}
+
+/// A type's `tp_dealloc`.
+///
+/// # Safety
+/// `type_object` is a live type object.
+pub unsafe fn dealloc_of(type_object: usize) -> usize {
+    // SAFETY: tp_dealloc is a field of every type object.
+    unsafe { type_word(type_object, TP_DEALLOC).read() }
+}
+
+/// Sets a type's `tp_dealloc` (one aligned word: a concurrent reader sees
+/// the old or the new function).
+///
+/// # Safety
+/// `type_object` is a live type object; `dealloc` deallocates its instances
+/// as the one it replaces did.
+pub unsafe fn set_dealloc(type_object: usize, dealloc: usize) {
+    // SAFETY: caller's contract; type objects are writable memory, and the
+    // slot is an aligned word.
+    unsafe { (*type_word(type_object, TP_DEALLOC).cast::<AtomicUsize>()).store(dealloc, Ordering::Relaxed) };
+}
+
+/// A type's `tp_base` (0 for `object`).
+///
+/// # Safety
+/// `type_object` is a live type object.
+pub unsafe fn base_of(type_object: usize) -> usize {
+    // SAFETY: tp_base is a field of every type object.
+    unsafe { type_word(type_object, TP_BASE).read() }
 }
 pub const BASE_EXC_SUBCLASS: u64 = 1 << 30;
 
@@ -77,13 +120,13 @@ pub unsafe fn module_def_methods(def: usize) -> usize {
     unsafe { ((def + EXTRA.load(Ordering::Relaxed) + 16 + 6 * 8) as *const usize).read() }
 }
 
-/// `tp_methods` of a type object: the 27th field after its `PyVarObject`.
+/// `tp_methods` of a type object.
 ///
 /// # Safety
 /// `type_object` is a type object.
 pub unsafe fn type_methods(type_object: usize) -> usize {
     // SAFETY: caller's contract.
-    unsafe { ((type_object + EXTRA.load(Ordering::Relaxed) + 24 + 26 * 8) as *const usize).read() }
+    unsafe { type_word(type_object, TP_METHODS).read() }
 }
 
 /// Whether an exact int is one of the interpreter's cached small ints

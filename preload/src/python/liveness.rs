@@ -1,11 +1,12 @@
 //! Seeing objects die, so provenance forgets them: the interpreter's
 //! reference tracer (3.13+) reports every object's destruction, release
-//! builds included. Before 3.13, a hook on the object allocator (the way
-//! tracemalloc hooks it) sees the memory of freed objects given back, and
-//! the `_Py_Dealloc` hook sees frees made by a watched extension's own
-//! `Py_DECREF`; objects kept on a type's free list (tuples, lists, dicts,
-//! floats) are not seen there, and a check weeds out addresses that now hold
-//! an object of another type.
+//! builds included. Before 3.13, the `tp_dealloc` of each type whose
+//! objects are followed is hooked (`type_deaths`), and a hook on the object
+//! allocator's `realloc` (the way tracemalloc hooks the allocator) sees
+//! objects that move when resized. Where the hooks by type cannot be set
+//! up, the allocator hook sees every free as well (objects kept on a type's
+//! free list are not seen there; a check weeds out addresses that now hold
+//! an object of another type).
 
 use super::api::{api, lookup};
 use crate::provenance;
@@ -29,7 +30,8 @@ pub fn install() {
         return;
     }
     let (Some(set), Some(get)) = (lookup(c"PyRefTracer_SetTracer"), lookup(c"PyRefTracer_GetTracer")) else {
-        allocator::install();
+        let by_type = super::type_deaths::install();
+        allocator::install(!by_type);
         return;
     };
     // SAFETY: both symbols are the 3.13+ functions of these signatures; the
@@ -61,6 +63,17 @@ unsafe extern "C" fn on_event(object: *mut c_void, event: c_int, _: *mut c_void)
         }
     }
     0
+}
+
+/// Whether the deaths of `type_object`'s instances are seen: false only
+/// when refwatch cannot see them (then they are not followed).
+///
+/// # Safety
+/// `type_object` is a live type object; the caller holds the GIL.
+#[inline(always)]
+pub unsafe fn seen_dying(type_object: usize) -> bool {
+    // SAFETY: forwarded.
+    unsafe { super::type_deaths::see_deaths_of(type_object) }
 }
 
 /// The object allocator hook (before 3.13).
@@ -103,7 +116,10 @@ mod allocator {
 
     type GetAllocator = unsafe extern "C" fn(c_int, *mut Allocator);
 
-    pub fn install() {
+    /// Hooks `realloc`, and with `every_free` the other functions too
+    /// (else they stay the original ones, with the original context, so an
+    /// interpreter that checks for its own allocator keeps its fast path).
+    pub fn install(every_free: bool) {
         let (Some(get), Some(set)) = (lookup(c"PyMem_GetAllocator"), lookup(c"PyMem_SetAllocator")) else {
             return;
         };
@@ -117,12 +133,16 @@ mod allocator {
             if original().free.is_none() {
                 return;
             }
-            let mut hook = Allocator {
-                ctx: std::ptr::null_mut(),
-                malloc: Some(malloc),
-                calloc: Some(calloc),
-                realloc: Some(realloc),
-                free: Some(free),
+            let mut hook = if every_free {
+                Allocator {
+                    ctx: std::ptr::null_mut(),
+                    malloc: Some(malloc),
+                    calloc: Some(calloc),
+                    realloc: Some(realloc),
+                    free: Some(free),
+                }
+            } else {
+                Allocator { realloc: Some(realloc), ..original() }
             };
             set(PYMEM_DOMAIN_OBJ, &mut hook);
         }

@@ -8,3 +8,4 @@ pub mod heap;
 pub mod layout;
 pub mod liveness;
 pub mod runtime;
+mod type_deaths;

@@ -102,17 +102,57 @@ static METHODS: Methods = Methods([
     },
 ]);
 
+/// A new dict of globals with the builtins, for code refwatch runs.
+///
+/// # Safety
+/// The caller holds the GIL of a running interpreter.
+unsafe fn new_globals(api: &Api) -> Option<*mut PyObject> {
+    // SAFETY: GIL held (caller's contract); the dict is checked for NULL.
+    unsafe {
+        let globals = (api.dict_new)();
+        if globals.is_null() {
+            return None;
+        }
+        (api.dict_set_item_string)(globals, c"__builtins__".as_ptr(), (api.eval_get_builtins)());
+        Some(globals)
+    }
+}
+
+/// The `tp_dealloc` of classes made by a class statement (the interpreter's
+/// `subtype_dealloc`, which it does not export), read off a class made for
+/// the purpose. `None` when Python cannot run now.
+pub fn class_dealloc() -> Option<usize> {
+    let api = api().filter(|a| a.can_run_python())?;
+    // SAFETY: can_run_python: the GIL is held; the globals and the class are
+    // new references, released here.
+    unsafe {
+        let globals = new_globals(api)?;
+        let class = keeping_error_state(api, || {
+            (api.run_string_flags)(
+                c"type('refwatch_probe', (), {})".as_ptr(),
+                PY_EVAL_INPUT,
+                globals,
+                globals,
+                null_mut(),
+            )
+        });
+        (api.decref)(globals);
+        if class.is_null() {
+            return None;
+        }
+        let dealloc = super::layout::dealloc_of(class as usize);
+        (api.decref)(class);
+        Some(dealloc)
+    }
+}
+
 /// # Safety
 /// The caller holds the GIL of a running interpreter.
 unsafe fn register(api: &Api) -> bool {
     // SAFETY: GIL held (caller's contract); every object created here is
     // checked for NULL and kept for the life of the process.
     unsafe {
-        let globals = (api.dict_new)();
-        if globals.is_null() {
-            return false;
-        }
-        (api.dict_set_item_string)(globals, c"__builtins__".as_ptr(), (api.eval_get_builtins)());
+        let Some(globals) = new_globals(api) else { return false };
         for def in &METHODS.0 {
             let function = (api.cfunction_new_ex)(def, null_mut(), null_mut());
             if function.is_null() {

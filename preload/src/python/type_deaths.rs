@@ -1,0 +1,133 @@
+//! Seeing objects die by their type, before 3.13: the `tp_dealloc` of each
+//! type whose objects provenance follows is pointed at a stub of refwatch's
+//! own that tells provenance, then jumps to the type's real `tp_dealloc`.
+//! Every death passes there, whoever releases the last reference, objects
+//! kept on a type's free list included, and objects of other types cost
+//! nothing (an allocator hook would see every free in the process, and on
+//! a static, LTO-built interpreter it also takes away the inlined fast path
+//! of the allocator).
+//!
+//! Classes made by a class statement share the interpreter's
+//! `subtype_dealloc`, which ends in the `tp_dealloc` of the first base that
+//! has another one: that base is the type hooked (hooking a class itself
+//! would make `subtype_dealloc` run twice). The stubs are 16 bytes apart in
+//! one block, so whether a type is hooked is one range check.
+
+use super::{layout, runtime};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Stubs, so types whose deaths can be seen.
+const STUBS: usize = 256;
+
+/// The real `tp_dealloc` behind stub `k`.
+static ORIGINAL: [AtomicUsize; STUBS] = [const { AtomicUsize::new(0) }; STUBS];
+/// Stubs handed out.
+static USED: AtomicUsize = AtomicUsize::new(0);
+/// `subtype_dealloc`; 0 until found (then this way of seeing deaths is on).
+static CLASS_DEALLOC: AtomicUsize = AtomicUsize::new(0);
+
+core::arch::global_asm!(
+    ".pushsection .text.refwatch_death_stubs,\"ax\",@progbits",
+    ".p2align 4",
+    ".hidden refwatch_death_stubs",
+    "refwatch_death_stubs:",
+    ".set refwatch_death_k, 0",
+    ".rept {stubs}",
+    ".p2align 4",
+    ".cfi_startproc",
+    // The object is the first argument: keep it for the real function
+    // (the push also aligns the stack for the call).
+    "push rdi",
+    ".cfi_adjust_cfa_offset 8",
+    "call {dying}",
+    "pop rdi",
+    ".cfi_adjust_cfa_offset -8",
+    "jmp qword ptr [rip + {original} + 8 * refwatch_death_k]",
+    ".cfi_endproc",
+    ".set refwatch_death_k, refwatch_death_k + 1",
+    ".endr",
+    ".popsection",
+    stubs = const STUBS,
+    dying = sym dying,
+    original = sym ORIGINAL,
+);
+
+unsafe extern "C" {
+    static refwatch_death_stubs: u8;
+}
+
+fn stubs() -> usize {
+    // Only the address of the block defined above is taken.
+    &raw const refwatch_death_stubs as usize
+}
+
+/// Whether `dealloc` is one of the stubs.
+#[inline(always)]
+fn is_stub(dealloc: usize) -> bool {
+    dealloc.wrapping_sub(stubs()) < 16 * STUBS
+}
+
+/// Called by a stub with the object about to be deallocated.
+extern "C" fn dying(object: usize) {
+    // SAFETY: deallocation runs with the GIL held and the object is intact
+    // until its real `tp_dealloc` runs, after this.
+    unsafe { crate::provenance::forget(object) };
+}
+
+/// Turns this way of seeing deaths on, if the interpreter can tell which
+/// function its classes deallocate with (Python must be able to run).
+pub fn install() -> bool {
+    match runtime::class_dealloc() {
+        Some(dealloc) if dealloc != 0 => {
+            CLASS_DEALLOC.store(dealloc, Ordering::Release);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Whether the deaths of `type_object`'s instances are seen (hooking the
+/// type that deallocates them, if it is not yet): false only when no stub
+/// is left. True when deaths are seen another way.
+///
+/// # Safety
+/// `type_object` is a live type object; the caller holds the GIL.
+#[inline(always)]
+pub unsafe fn see_deaths_of(type_object: usize) -> bool {
+    let class = CLASS_DEALLOC.load(Ordering::Relaxed);
+    if class == 0 {
+        return true;
+    }
+    // SAFETY: forwarded.
+    let dealloc = unsafe { layout::dealloc_of(type_object) };
+    is_stub(dealloc) || unsafe { hook(type_object, class) }
+}
+
+/// The slow path of `see_deaths_of`.
+///
+/// # Safety
+/// As for `see_deaths_of`.
+#[cold]
+unsafe fn hook(mut type_object: usize, class: usize) -> bool {
+    // SAFETY: a live type's bases are alive; the GIL serializes hooking.
+    unsafe {
+        while layout::dealloc_of(type_object) == class {
+            type_object = layout::base_of(type_object);
+            if type_object == 0 {
+                return false;
+            }
+        }
+        let dealloc = layout::dealloc_of(type_object);
+        if is_stub(dealloc) {
+            return true;
+        }
+        let k = USED.load(Ordering::Relaxed);
+        if k == STUBS {
+            return false;
+        }
+        USED.store(k + 1, Ordering::Relaxed);
+        ORIGINAL[k].store(dealloc, Ordering::Release);
+        layout::set_dealloc(type_object, stubs() + 16 * k);
+        true
+    }
+}
