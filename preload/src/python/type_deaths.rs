@@ -98,9 +98,8 @@ pub unsafe fn see_deaths_of(type_object: usize) -> bool {
     if class == 0 {
         return true;
     }
-    // SAFETY: forwarded.
-    let dealloc = unsafe { layout::dealloc_of(type_object) };
-    is_stub(dealloc) || unsafe { hook(type_object, class) }
+    // SAFETY: forwarded (a live type, the GIL held).
+    unsafe { is_stub(layout::dealloc_of(type_object)) || hook(type_object, class) }
 }
 
 /// The slow path of `see_deaths_of`.
