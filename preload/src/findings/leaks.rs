@@ -290,7 +290,7 @@ fn conclude(tallies: HashMap<Blame, Tally>) -> (Vec<Finding>, Vec<Held>) {
     let mut findings = Vec::new();
     let mut held = Vec::new();
     for (blame, tally) in tallies {
-        let type_name = most_common(&tally.types).unwrap_or("object").to_string();
+        let type_name = type_names(&tally.types);
         let place = &blame.place;
         let leaked = tally.objects >= LEAK_MIN_OBJECTS;
         let tally = Tally {
@@ -380,6 +380,19 @@ fn evidence(blame: &Blame, tally: &Tally, type_name: &str, created: Option<u64>,
              the reference this call returned was never released"
         )
     }
+}
+
+/// The type of the objects of one finding: the most common first, then up
+/// to two more ("A/B/C"), for a line that makes objects of several types.
+fn type_names(types: &HashMap<String, u64>) -> String {
+    let mut by_count: Vec<(&String, &u64)> = types.iter().collect();
+    by_count.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    let names: Vec<&str> = by_count.iter().take(3).map(|(t, _)| t.as_str()).collect();
+    if names.is_empty() {
+        return "object".to_string();
+    }
+    let more = if by_count.len() > 3 { "/..." } else { "" };
+    format!("{}{more}", names.join("/"))
 }
 
 fn most_common<K: AsRef<str>>(counts: &HashMap<K, u64>) -> Option<&str> {

@@ -1,12 +1,12 @@
 //! Seeing objects die, so provenance forgets them: the interpreter's
 //! reference tracer (3.13+) reports every object's destruction, release
 //! builds included. Before 3.13, the `tp_dealloc` of each type whose
-//! objects are followed is hooked (`type_deaths`), and a hook on the object
-//! allocator's `realloc` (the way tracemalloc hooks the allocator) sees
-//! objects that move when resized. Where the hooks by type cannot be set
-//! up, the allocator hook sees every free as well (objects kept on a type's
-//! free list are not seen there; a check weeds out addresses that now hold
-//! an object of another type).
+//! objects are followed is hooked (`type_deaths`: every death through the
+//! type, free-listed objects included), and the object allocator's `free`
+//! and `realloc` (the way tracemalloc hooks the allocator) see the memory
+//! of objects freed without their `tp_dealloc` (the specialized
+//! instructions of 3.11 and 3.12 free an exact int, float or str directly)
+//! and of objects that move when resized.
 
 use super::api::{api, lookup};
 use crate::provenance;
@@ -30,8 +30,8 @@ pub fn install() {
         return;
     }
     let (Some(set), Some(get)) = (lookup(c"PyRefTracer_SetTracer"), lookup(c"PyRefTracer_GetTracer")) else {
-        let by_type = super::type_deaths::install();
-        allocator::install(!by_type);
+        super::type_deaths::install();
+        allocator::install();
         return;
     };
     // SAFETY: both symbols are the 3.13+ functions of these signatures; the
@@ -116,10 +116,10 @@ mod allocator {
 
     type GetAllocator = unsafe extern "C" fn(c_int, *mut Allocator);
 
-    /// Hooks `realloc`, and with `every_free` the other functions too
-    /// (else they stay the original ones, with the original context, so an
-    /// interpreter that checks for its own allocator keeps its fast path).
-    pub fn install(every_free: bool) {
+    /// Hooks `realloc` and `free`; `malloc` and `calloc` stay the
+    /// original functions with the original context (an interpreter built
+    /// with LTO keeps its inlined fast path for them).
+    pub fn install() {
         let (Some(get), Some(set)) = (lookup(c"PyMem_GetAllocator"), lookup(c"PyMem_SetAllocator")) else {
             return;
         };
@@ -133,31 +133,9 @@ mod allocator {
             if original().free.is_none() {
                 return;
             }
-            let mut hook = if every_free {
-                Allocator {
-                    ctx: std::ptr::null_mut(),
-                    malloc: Some(malloc),
-                    calloc: Some(calloc),
-                    realloc: Some(realloc),
-                    free: Some(free),
-                }
-            } else {
-                Allocator { realloc: Some(realloc), ..original() }
-            };
+            let mut hook = Allocator { realloc: Some(realloc), free: Some(free), ..original() };
             set(PYMEM_DOMAIN_OBJ, &mut hook);
         }
-    }
-
-    unsafe extern "C" fn malloc(_: *mut c_void, size: usize) -> *mut c_void {
-        let o = original();
-        // SAFETY: the original allocator with its own context.
-        unsafe { o.malloc.map_or(std::ptr::null_mut(), |f| f(o.ctx, size)) }
-    }
-
-    unsafe extern "C" fn calloc(_: *mut c_void, n: usize, size: usize) -> *mut c_void {
-        let o = original();
-        // SAFETY: as above.
-        unsafe { o.calloc.map_or(std::ptr::null_mut(), |f| f(o.ctx, n, size)) }
     }
 
     unsafe extern "C" fn realloc(_: *mut c_void, block: *mut c_void, size: usize) -> *mut c_void {

@@ -1,11 +1,9 @@
 //! Seeing objects die by their type, before 3.13: the `tp_dealloc` of each
 //! type whose objects provenance follows is pointed at a stub of refwatch's
 //! own that tells provenance, then jumps to the type's real `tp_dealloc`.
-//! Every death passes there, whoever releases the last reference, objects
-//! kept on a type's free list included, and objects of other types cost
-//! nothing (an allocator hook would see every free in the process, and on
-//! a static, LTO-built interpreter it also takes away the inlined fast path
-//! of the allocator).
+//! Every death through the type passes there, whoever releases the last
+//! reference, objects kept on a type's free list included (the allocator
+//! never sees those), and objects of other types cost nothing.
 //!
 //! Classes made by a class statement share the interpreter's
 //! `subtype_dealloc`, which ends in the `tp_dealloc` of the first base that
@@ -16,7 +14,7 @@
 use super::{layout, runtime};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Stubs, so types whose deaths can be seen.
+/// Stubs: how many types can have their deaths seen this way.
 const STUBS: usize = 256;
 
 /// The real `tp_dealloc` behind stub `k`.
@@ -29,6 +27,7 @@ static CLASS_DEALLOC: AtomicUsize = AtomicUsize::new(0);
 core::arch::global_asm!(
     ".pushsection .text.refwatch_death_stubs,\"ax\",@progbits",
     ".p2align 4",
+    ".globl refwatch_death_stubs",
     ".hidden refwatch_death_stubs",
     "refwatch_death_stubs:",
     ".set refwatch_death_k, 0",
@@ -75,14 +74,11 @@ extern "C" fn dying(object: usize) {
 }
 
 /// Turns this way of seeing deaths on, if the interpreter can tell which
-/// function its classes deallocate with (Python must be able to run).
-pub fn install() -> bool {
-    match runtime::class_dealloc() {
-        Some(dealloc) if dealloc != 0 => {
-            CLASS_DEALLOC.store(dealloc, Ordering::Release);
-            true
-        }
-        _ => false,
+/// function its classes deallocate with (Python must be able to run; else
+/// the allocator hook alone sees the frees).
+pub fn install() {
+    if let Some(dealloc) = runtime::class_dealloc().filter(|&d| d != 0) {
+        CLASS_DEALLOC.store(dealloc, Ordering::Release);
     }
 }
 
