@@ -282,3 +282,18 @@ fn signals_end_the_process_as_they_would_without_refwatch() {
         Ok(())
     });
 }
+
+#[test]
+fn objects_a_module_holds_die_cleanly_when_it_is_cleared_at_shutdown() {
+    on_every_python("module cleared at shutdown", |py| {
+        let built = fixture::build(py, "module_attr.c", "module_attr", &[]);
+        // The module's function refers back to it: a cycle the collector
+        // clears at shutdown, the module's dict gone before its values die.
+        let code = "import module_attr\nmodule_attr.ping()\nprint(len(module_attr.items0))\n";
+        let r = run(py, &[&built], code, Agent::Json(&[]));
+        ensure!(r.status.success() && r.stdout == "1\n", "{}", r.describe());
+        let (findings, _) = r.summary_findings()?;
+        ensure!(findings.is_empty(), "{findings:#?}");
+        Ok(())
+    });
+}

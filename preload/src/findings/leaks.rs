@@ -31,7 +31,7 @@ use crate::provenance::apis;
 use crate::provenance::growth::{self, GROWTH};
 use crate::provenance::ledger::{Entry, LEDGER};
 use crate::provenance::tracked::{self, Origin};
-use crate::python::{api, heap, layout};
+use crate::python::{api, heap, layout, runtime};
 use crate::report;
 use crate::symbolize::Place;
 use refwatch_model::event::{Finding, FindingKind, Held, Precision};
@@ -98,6 +98,12 @@ struct Tally {
 /// Checks every followed object. `None` when Python could not be asked
 /// (then nothing is claimed).
 pub fn check() -> Option<(Vec<Finding>, Vec<Held>)> {
+    // The suspects are read without holding them: no collection may free
+    // one (a cycle of garbage) before the walk is done.
+    runtime::with_gc_paused(check_now).flatten()
+}
+
+fn check_now() -> Option<(Vec<Finding>, Vec<Held>)> {
     let suspects = suspects();
     if suspects.is_empty() {
         return Some((Vec::new(), Vec::new()));
@@ -122,7 +128,9 @@ pub fn check() -> Option<(Vec<Finding>, Vec<Held>)> {
         let unheld = s.refcount.saturating_sub(held_by);
         let by_increment = ledger.map_or(0, |e| e.net.max(0) as u64).min(unheld);
         let rest = unheld - by_increment;
-        let by_creation = if s.created.is_some() { rest } else { 0 };
+        // An object the interpreter shares (an interned str) has holders
+        // no walk sees: never blamed on its creation either.
+        let by_creation = if s.created.is_some() && !shared(s.object) { rest } else { 0 };
         // Only when the method calls left exactly the unheld references, on
         // an object the interpreter does not share from places refwatch
         // cannot see (static objects, small ints, interned strings).

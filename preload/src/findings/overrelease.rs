@@ -330,10 +330,11 @@ unsafe fn still_holds(a: &Association, object: usize) -> bool {
 /// # Safety
 /// `module` is a live module and the caller holds the GIL.
 unsafe fn module_has_value(module: usize, object: usize) -> bool {
-    let Some(api) = api::api() else { return false };
-    // SAFETY: caller's contract; PyModule_GetDict returns a borrowed dict.
-    let dict = unsafe { (api.module_get_dict)(module as *mut _) } as usize;
-    // SAFETY: the module's dict lives as long as the module.
+    // Read in place: a module being cleared at shutdown has no dict any
+    // more, which `PyModule_GetDict` asserts against on debug builds.
+    // SAFETY: caller's contract.
+    let dict = unsafe { layout::module_dict(module) };
+    // SAFETY: a module's dict lives as long as the module holds it.
     dict != 0 && unsafe { dict_has_value(dict, object) }
 }
 

@@ -2,7 +2,14 @@
 //! object the garbage collector tracks, and everything reachable from them
 //! or from the chosen objects that is a gc object it does not track (dicts
 //! of atomic values, tuples of them), each traversed with its type's own
-//! `tp_traverse`, as `gc.get_referents` does.
+//! `tp_traverse`, as `gc.get_referents` does; and, of the objects met that
+//! are not gc objects, a static type's dict is walked, and an object of a
+//! type a watched extension defines (its deallocator is the extension's
+//! code: a plain struct, with no `tp_traverse` to report what it holds) is
+//! read conservatively, each word of its fixed part that is a chosen
+//! object's address counting. The interpreter's own non-gc objects are not
+//! read that way: their words include borrowed pointers and caches (a 3.14
+//! code object keeps one to an object it last saw).
 //!
 //! Written against `tp_traverse` rather than in Python: the walk needs a
 //! map from each chosen object to its count, and with a million followed
@@ -12,10 +19,11 @@
 //! copy the check runs in shares the heap's pages instead of copying them).
 //!
 //! Nothing is freed during the walk: it runs no Python code. Every object
-//! is traversed at most once, so the walk ends.
+//! is traversed or read at most once, so the walk ends.
 
-use super::api::{api, Api, PyObject};
+use super::api::{api, lookup, Api, PyObject};
 use super::{layout, runtime};
+use crate::interpose::objects::Watched;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::ffi::{c_int, c_void};
 
@@ -25,15 +33,30 @@ type Traverse = unsafe extern "C" fn(*mut PyObject, Visit, *mut c_void) -> c_int
 /// The objects counted, each with its index in `counts`.
 pub type Chosen = FxHashMap<usize, u32>;
 
+/// Types whose objects hold no references (ints, strs, bytes and bools by
+/// their flags; these by address): not read.
+struct Atomic {
+    float: usize,
+    complex: usize,
+    none: usize,
+}
+
+/// `dict`'s own `tp_traverse`, which visits a dict's values, and its keys
+/// unless they are all str (or the table is split).
+struct DictTraverse(Option<Traverse>);
+
 struct Walk<'a> {
     api: &'static Api,
     chosen: &'a Chosen,
     counts: &'a mut [u32],
-    /// Untracked gc objects met, walked once each.
+    atomic: Atomic,
+    dict_traverse: DictTraverse,
+    watched: Vec<Watched>,
+    /// Per type met: whether a watched extension defines it.
+    extension_types: FxHashMap<usize, bool>,
+    /// Objects met that the collector does not track, handled once each.
     seen: FxHashSet<usize>,
     todo: Vec<usize>,
-    /// References the current object's traversal visited.
-    visited: usize,
 }
 
 /// Adds to `counts[i]` the references holders make to each chosen object
@@ -44,7 +67,31 @@ struct Walk<'a> {
 /// The caller holds the GIL; every chosen object is alive.
 pub unsafe fn count_holders(chosen: &Chosen, counts: &mut [u32]) -> Option<()> {
     let api = api()?;
-    let mut walk = Walk { api, chosen, counts, seen: FxHashSet::default(), todo: Vec::new(), visited: 0 };
+    let address = |name| lookup(name).map_or(0, |a| a as usize);
+    let atomic = Atomic {
+        float: address(c"PyFloat_Type"),
+        complex: address(c"PyComplex_Type"),
+        none: address(c"_PyNone_Type"),
+    };
+    let dict_type = address(c"PyDict_Type");
+    // SAFETY: `PyDict_Type` is a live type; its tp_traverse has this signature.
+    let dict_traverse = DictTraverse(unsafe {
+        (dict_type != 0)
+            .then(|| layout::traverse_of(dict_type))
+            .filter(|&t| t != 0)
+            .map(|t| std::mem::transmute::<usize, Traverse>(t))
+    });
+    let mut walk = Walk {
+        api,
+        chosen,
+        counts,
+        atomic,
+        dict_traverse,
+        watched: crate::interpose::objects::watched(),
+        extension_types: FxHashMap::default(),
+        seen: FxHashSet::default(),
+        todo: Vec::new(),
+    };
     // What a chosen object holds is held (only the root of a leaked
     // structure is a leak): untracked chosen containers are walked too.
     for &object in chosen.keys() {
@@ -66,8 +113,9 @@ pub unsafe fn count_holders(chosen: &Chosen, counts: &mut [u32]) -> Option<()> {
 }
 
 impl Walk<'_> {
-    /// Queues `object` if it is a gc object the collector does not track
-    /// and has not been met (a tracked one is in the list already).
+    /// Handles an object met the first time that the collector does not
+    /// track: a gc object is queued for its traversal (a tracked one is in
+    /// the list already); another is read.
     ///
     /// # Safety
     /// `object` is alive; the GIL is held.
@@ -75,13 +123,77 @@ impl Walk<'_> {
         // SAFETY: caller's contract. A gc object is one of a gc type for
         // which the type's `tp_is_gc` (if any) agrees: a static type object
         // is not one, and its `tp_traverse` must not be called.
-        let untracked = unsafe {
-            let object = object as *mut PyObject;
-            (self.api.is_gc)(object) != 0 && (self.api.gc_is_tracked)(object) == 0
-        };
-        if untracked && self.seen.insert(object) {
-            self.todo.push(object);
+        unsafe {
+            let pointer = object as *mut PyObject;
+            if (self.api.is_gc)(pointer) != 0 {
+                if (self.api.gc_is_tracked)(pointer) == 0 && self.seen.insert(object) {
+                    self.todo.push(object);
+                }
+                return;
+            }
+            let type_object = layout::type_of(object);
+            let flags = layout::type_flags(type_object);
+            let a = &self.atomic;
+            if flags & (layout::LONG_SUBCLASS | layout::BYTES_SUBCLASS | layout::UNICODE_SUBCLASS) != 0
+                || [a.float, a.complex, a.none].contains(&type_object)
+                || !self.seen.insert(object)
+            {
+                return;
+            }
+            if flags & layout::TYPE_SUBCLASS != 0 {
+                // A static type: its dict may hold atomic values only (then
+                // untracked, reachable from nothing else).
+                let dict = layout::type_dict(object);
+                if dict != 0 {
+                    self.count(dict);
+                    self.meet(dict);
+                }
+                return;
+            }
+            if self.defined_by_extension(type_object) {
+                self.read_words(object, layout::basicsize(type_object));
+            }
         }
+    }
+
+    /// Whether a watched extension defines `type_object`: its deallocator
+    /// (behind refwatch's stub, if hooked) is in the extension.
+    ///
+    /// # Safety
+    /// `type_object` is a live type object.
+    unsafe fn defined_by_extension(&mut self, type_object: usize) -> bool {
+        if let Some(&known) = self.extension_types.get(&type_object) {
+            return known;
+        }
+        // SAFETY: caller's contract.
+        let dealloc = super::type_deaths::real_dealloc(unsafe { layout::dealloc_of(type_object) });
+        let known = self.watched.iter().any(|w| w.contains(dealloc));
+        self.extension_types.insert(type_object, known);
+        known
+    }
+
+    /// Counts the words of an object's fixed part (after its header) that
+    /// are chosen objects' addresses: the references a plain struct of an
+    /// extension holds, which it has no `tp_traverse` to report.
+    ///
+    /// # Safety
+    /// `object` is alive and `size` bytes long at least.
+    unsafe fn read_words(&mut self, object: usize, size: usize) {
+        let header = layout::refcount_offset() + 16;
+        let words = size.saturating_sub(header) / 8;
+        // SAFETY: the words lie inside the live object (caller's contract);
+        // the header is word-aligned, so they are too.
+        let data = unsafe { std::slice::from_raw_parts((object + header) as *const usize, words) };
+        for &word in data {
+            self.count(word);
+        }
+    }
+
+    /// Counts one reference to `object` if it is chosen; says whether it is.
+    fn count(&mut self, object: usize) -> bool {
+        let Some(&i) = self.chosen.get(&object) else { return false };
+        self.counts[i as usize] += 1;
+        true
     }
 
     /// Counts what `object` refers to.
@@ -98,18 +210,43 @@ impl Walk<'_> {
                 return;
             }
             let traverse: Traverse = std::mem::transmute(traverse);
-            self.visited = 0;
             traverse(object as *mut PyObject, visit, self as *mut Walk as *mut c_void);
-            // A dict's traversal leaves out its keys when they are all str
-            // (or the table is shared): visit them here, through the C-API
-            // (no code of a subclass runs).
-            if layout::type_flags(type_object) & layout::DICT_SUBCLASS != 0
-                && self.visited as isize == (self.api.dict_size)(object as *mut PyObject)
-            {
-                let (mut at, mut key, mut value) = (0isize, std::ptr::null_mut(), std::ptr::null_mut());
-                while (self.api.dict_next)(object as *mut PyObject, &mut at, &mut key, &mut value) != 0 {
-                    self.reference(key as usize);
-                }
+            if layout::type_flags(type_object) & layout::DICT_SUBCLASS != 0 {
+                self.count_skipped_keys(object);
+            }
+        }
+    }
+
+    /// A dict's own traversal leaves out its keys when they are all str (or
+    /// the table is split); a subclass's traversal may visit them elsewhere
+    /// (an `OrderedDict`'s list of nodes holds references of its own). So
+    /// the dict's own traversal is asked again, counting only: when it
+    /// visited fewer than a key and a value per item, each chosen key is
+    /// counted here, read through the C-API (no code of a subclass runs).
+    /// Those keys are strs: nothing to walk into.
+    ///
+    /// # Safety
+    /// `dict` is a live dict; the GIL is held.
+    unsafe fn count_skipped_keys(&mut self, dict: usize) {
+        let Some(dict_traverse) = self.dict_traverse.0 else { return };
+        let mut visits = 0usize;
+        // SAFETY: caller's contract; `count_visit` only counts.
+        unsafe {
+            dict_traverse(dict as *mut PyObject, count_visit, &mut visits as *mut usize as *mut c_void)
+        };
+        let mut items = 0usize;
+        let mut keys = Vec::new();
+        let (mut at, mut key, mut value) = (0isize, std::ptr::null_mut(), std::ptr::null_mut());
+        // SAFETY: caller's contract; PyDict_Next reads the table in place.
+        while unsafe { (self.api.dict_next)(dict as *mut PyObject, &mut at, &mut key, &mut value) } != 0 {
+            items += 1;
+            if self.chosen.contains_key(&(key as usize)) {
+                keys.push(key as usize);
+            }
+        }
+        if visits < 2 * items {
+            for key in keys {
+                self.count(key);
             }
         }
     }
@@ -122,22 +259,23 @@ impl Walk<'_> {
         if object == 0 {
             return;
         }
-        if let Some(&i) = self.chosen.get(&object) {
-            self.counts[i as usize] += 1;
-        }
+        self.count(object);
         // SAFETY: forwarded.
         unsafe { self.meet(object) };
     }
+}
+
+/// A `visitproc` that only counts its calls.
+unsafe extern "C" fn count_visit(_: *mut PyObject, visits: *mut c_void) -> c_int {
+    // SAFETY: `visits` is the counter `count_skipped_keys` passed.
+    unsafe { *(visits as *mut usize) += 1 };
+    0
 }
 
 /// The `visitproc` handed to `tp_traverse`.
 unsafe extern "C" fn visit(object: *mut PyObject, walk: *mut c_void) -> c_int {
     // SAFETY: `walk` is the `Walk` that `traverse` passed for this call; a
     // visited object is alive (its holder refers to it).
-    unsafe {
-        let walk = &mut *(walk as *mut Walk);
-        walk.visited += 1;
-        walk.reference(object as usize);
-    }
+    unsafe { (*(walk as *mut Walk)).reference(object as usize) };
     0
 }

@@ -23,12 +23,15 @@ unsafe fn type_word(type_object: usize, n: usize) -> *mut usize {
     (type_object + EXTRA.load(Ordering::Relaxed) + 24 + 8 * n) as *mut usize
 }
 
-/// `tp_dealloc`, `tp_flags`, `tp_traverse`, `tp_methods`, `tp_base`.
+/// `tp_basicsize`, `tp_dealloc`, `tp_flags`, `tp_traverse`, `tp_methods`,
+/// `tp_base`, `tp_dict`.
+const TP_BASICSIZE: usize = 1;
 const TP_DEALLOC: usize = 3;
 const TP_FLAGS: usize = 18;
 const TP_TRAVERSE: usize = 20;
 const TP_METHODS: usize = 26;
 const TP_BASE: usize = 29;
+const TP_DICT: usize = 30;
 const HAVE_GC: u64 = 1 << 14;
 /// Py_TPFLAGS_MANAGED_WEAKREF (3.12+) and Py_TPFLAGS_MANAGED_DICT (3.11+).
 const MANAGED_WEAKREF: u64 = 1 << 3;
@@ -57,8 +60,12 @@ pub unsafe fn type_flags(type_object: usize) -> u64 {
     unsafe { type_word(type_object, TP_FLAGS).cast::<u64>().read() }
 }
 
+pub const LONG_SUBCLASS: u64 = 1 << 24;
 pub const TUPLE_SUBCLASS: u64 = 1 << 26;
+pub const BYTES_SUBCLASS: u64 = 1 << 27;
+pub const UNICODE_SUBCLASS: u64 = 1 << 28;
 pub const DICT_SUBCLASS: u64 = 1 << 29;
+pub const TYPE_SUBCLASS: u64 = 1 << 31;
 
 /// A type's `tp_traverse` (0 when it has none).
 ///
@@ -90,6 +97,25 @@ pub unsafe fn set_dealloc(type_object: usize, dealloc: usize) {
     unsafe { (*type_word(type_object, TP_DEALLOC).cast::<AtomicUsize>()).store(dealloc, Ordering::Relaxed) };
 }
 
+/// A type's `tp_basicsize`: the bytes of its instances (their fixed part).
+///
+/// # Safety
+/// `type_object` is a live type object.
+pub unsafe fn basicsize(type_object: usize) -> usize {
+    // SAFETY: tp_basicsize is a field of every type object.
+    unsafe { type_word(type_object, TP_BASICSIZE).read() }
+}
+
+/// A type's `tp_dict` (0 for a static builtin type of 3.12+, whose dict
+/// the interpreter keeps elsewhere).
+///
+/// # Safety
+/// `type_object` is a live type object.
+pub unsafe fn type_dict(type_object: usize) -> usize {
+    // SAFETY: tp_dict is a field of every type object.
+    unsafe { type_word(type_object, TP_DICT).read() }
+}
+
 /// A type's `tp_base` (0 for `object`).
 ///
 /// # Safety
@@ -108,6 +134,16 @@ pub const BASE_EXC_SUBCLASS: u64 = 1 << 30;
 pub unsafe fn exception_args(exception: usize) -> usize {
     // SAFETY: caller's contract.
     unsafe { ((exception + EXTRA.load(Ordering::Relaxed) + 16 + 8) as *const usize).read() }
+}
+
+/// `md_dict` of a module (0 once a module being cleared let it go): the
+/// first field after the object header, in every version.
+///
+/// # Safety
+/// `module` is a live module.
+pub unsafe fn module_dict(module: usize) -> usize {
+    // SAFETY: caller's contract.
+    unsafe { ((module + EXTRA.load(Ordering::Relaxed) + 16) as *const usize).read() }
 }
 
 /// `m_methods` of a `PyModuleDef`: after its `PyModuleDef_Base` (an object

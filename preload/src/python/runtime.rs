@@ -33,6 +33,13 @@ if hasattr(_os, 'register_at_fork'):
     _os.register_at_fork(before=_rw_before_fork, after_in_parent=_rw_after_fork_parent,
                          after_in_child=_rw_after_fork_child)
 
+def _rw_gc_pause():
+    # Pauses the collector (for a walk that reads objects it does not hold);
+    # '1' when it was enabled.
+    was = _gc.isenabled()
+    _gc.disable()
+    return '1' if was else '0'
+
 def _rw_totals(census):
     out = []
     total = getattr(_sys, 'gettotalrefcount', None)
@@ -369,6 +376,31 @@ unsafe extern "C" fn after_fork_child(_: *mut PyObject, _: *mut PyObject) -> *mu
 pub fn forget_totals() {
     *LATEST.lock().unwrap_or_else(|e| e.into_inner()) = None;
     PENDING.store(false, Ordering::Release);
+}
+
+/// Runs `f` with the garbage collector paused (and then as it was), so that
+/// no collection frees objects `f` reads without holding references to
+/// them. `None` if Python could not be asked.
+pub fn with_gc_paused<T>(f: impl FnOnce() -> T) -> Option<T> {
+    let api = api().filter(|a| a.can_run_python())?;
+    if !REGISTERED.load(Ordering::Acquire) {
+        return None;
+    }
+    // SAFETY: can_run_python: the GIL is held; results are new references,
+    // released by take_text.
+    unsafe {
+        let was_enabled = take_text(api, run(api, c"_rw_gc_pause()", PY_EVAL_INPUT)?)? == "1";
+        // The types' method cache holds references to the attribute names
+        // looked up last, where no walk sees them: let them go first.
+        (api.type_clear_cache)();
+        let value = f();
+        if was_enabled {
+            if let Some(none) = run(api, c"_gc.enable()", PY_EVAL_INPUT) {
+                (api.decref)(none);
+            }
+        }
+        Some(value)
+    }
 }
 
 /// Calls `f` with a list of every object the garbage collector tracks

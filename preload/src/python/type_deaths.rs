@@ -66,6 +66,15 @@ fn is_stub(dealloc: usize) -> bool {
     dealloc.wrapping_sub(stubs()) < 16 * STUBS
 }
 
+/// The type's own deallocator, when `dealloc` is one of the stubs.
+pub fn real_dealloc(dealloc: usize) -> usize {
+    if is_stub(dealloc) {
+        ORIGINAL[(dealloc - stubs()) / 16].load(Ordering::Acquire)
+    } else {
+        dealloc
+    }
+}
+
 /// Called by a stub with the object about to be deallocated.
 extern "C" fn dying(object: usize) {
     // SAFETY: deallocation runs with the GIL held and the object is intact
