@@ -290,16 +290,17 @@ fn instances_of_python_classes_made_by_the_extension_die_once_and_their_leak_is_
 }
 
 #[test]
-fn references_held_by_plain_structs_and_ordered_dict_keys_are_not_leaks() {
+fn references_held_where_traversals_do_not_report_them_are_not_leaks() {
     on_every_python("holders", |py| {
         let built = fixture::build(py, "holders.c", "holders", &[]);
         let code = "import holders, collections\n\
                     kept = [holders.hold() for _ in range(5)]\n\
+                    kept += [holders.named(i) for i in range(5)]\n\
                     ordered, plain = collections.OrderedDict(), {}\n\
                     holders.fill(ordered, 5); holders.fill(plain, 5)\n\
-                    print(len(kept), len(ordered), len(plain))\n";
+                    print(len(kept), len(ordered), len(plain), holders.WIDTH)\n";
         let r = run(py, &[&built], code, Agent::Json(&[]));
-        ensure!(r.status.success() && r.stdout == "5 5 5\n", "{}", r.describe());
+        ensure!(r.status.success() && r.stdout == "10 5 5 100002\n", "{}", r.describe());
         let (findings, _) = r.summary_findings()?;
         ensure!(findings.is_empty(), "{findings:#?}");
         Ok(())

@@ -80,7 +80,10 @@ unsafe fn wrap_table(defs: usize) {
     }
 }
 
-/// Wraps the methods of a `PyModuleDef`.
+/// The module definitions the watched extensions registered.
+static MODULE_DEFS: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+/// Wraps the methods of a `PyModuleDef`, and remembers it.
 ///
 /// # Safety
 /// `def` is NULL or a module definition.
@@ -88,7 +91,17 @@ unsafe fn wrap_module_def(def: usize) {
     if def != 0 {
         // SAFETY: caller's contract.
         unsafe { wrap_table(layout::module_def_methods(def)) };
+        let mut defs = MODULE_DEFS.lock().unwrap_or_else(|e| e.into_inner());
+        if !defs.contains(&def) {
+            defs.push(def);
+        }
     }
+}
+
+/// The module definitions the watched extensions registered (for the
+/// references their modules' saved copies hold).
+pub fn module_defs() -> Vec<usize> {
+    MODULE_DEFS.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// Wraps the `Py_tp_methods` table of a `PyType_Spec`.

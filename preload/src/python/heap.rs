@@ -45,12 +45,23 @@ struct Atomic {
 /// unless they are all str (or the table is split).
 struct DictTraverse(Option<Traverse>);
 
+/// The weak reference types: their fixed part points at an object they do
+/// not hold.
+struct Weak([usize; 3]);
+
 struct Walk<'a> {
     api: &'static Api,
     chosen: &'a Chosen,
     counts: &'a mut [u32],
     atomic: Atomic,
     dict_traverse: DictTraverse,
+    weak: Weak,
+    /// Per type met: whether its objects' fixed part is read (not a weak
+    /// reference type).
+    readable_types: FxHashMap<usize, bool>,
+    /// While an object is traversed: the chosen objects it visited, when
+    /// its fixed part names one.
+    visits_now: Option<Vec<usize>>,
     watched: Vec<Watched>,
     /// Per type met: whether a watched extension defines it.
     extension_types: FxHashMap<usize, bool>,
@@ -87,6 +98,13 @@ pub unsafe fn count_holders(chosen: &Chosen, counts: &mut [u32]) -> Option<()> {
         counts,
         atomic,
         dict_traverse,
+        weak: Weak([
+            address(c"_PyWeakref_RefType"),
+            address(c"_PyWeakref_ProxyType"),
+            address(c"_PyWeakref_CallableProxyType"),
+        ]),
+        readable_types: FxHashMap::default(),
+        visits_now: None,
         watched: crate::interpose::objects::watched(),
         extension_types: FxHashMap::default(),
         seen: FxHashSet::default(),
@@ -97,6 +115,19 @@ pub unsafe fn count_holders(chosen: &Chosen, counts: &mut [u32]) -> Option<()> {
     for &object in chosen.keys() {
         // SAFETY: chosen objects are alive (caller's contract).
         unsafe { walk.meet(object) };
+    }
+    // A single-phase module's saved copy of its dict (the interpreter
+    // keeps it in the definition, a C static) holds what the module's dict
+    // holds; a dict of atomic values is untracked, reachable from nothing.
+    for def in crate::methods::module_defs() {
+        // SAFETY: a definition a watched extension registered: static data
+        // of a loaded extension; its copy, when set, is a live dict.
+        unsafe {
+            let copy = layout::module_def_copy(def);
+            if copy != 0 {
+                walk.meet(copy);
+            }
+        }
     }
     runtime::with_gc_objects(|list| {
         // SAFETY: the list holds every tracked object while it is read
@@ -179,12 +210,8 @@ impl Walk<'_> {
     /// # Safety
     /// `object` is alive and `size` bytes long at least.
     unsafe fn read_words(&mut self, object: usize, size: usize) {
-        let header = layout::refcount_offset() + 16;
-        let words = size.saturating_sub(header) / 8;
-        // SAFETY: the words lie inside the live object (caller's contract);
-        // the header is word-aligned, so they are too.
-        let data = unsafe { std::slice::from_raw_parts((object + header) as *const usize, words) };
-        for &word in data {
+        // SAFETY: forwarded.
+        for &word in unsafe { fixed_part(object, size) } {
             self.count(word);
         }
     }
@@ -210,9 +237,50 @@ impl Walk<'_> {
                 return;
             }
             let traverse: Traverse = std::mem::transmute(traverse);
+            let named = self.chosen_in_fixed_part(object, type_object);
+            self.visits_now = (!named.is_empty()).then(Vec::new);
             traverse(object as *mut PyObject, visit, self as *mut Walk as *mut c_void);
+            if let Some(visited) = self.visits_now.take() {
+                self.count_unreported(&named, &visited);
+            }
             if layout::type_flags(type_object) & layout::DICT_SUBCLASS != 0 {
                 self.count_skipped_keys(object);
+            }
+        }
+    }
+
+    /// The chosen objects whose addresses are words of `object`'s fixed
+    /// part (after its header): fields that may hold them.
+    ///
+    /// # Safety
+    /// `object` is alive, of type `type_object`.
+    unsafe fn chosen_in_fixed_part(&mut self, object: usize, type_object: usize) -> Vec<usize> {
+        let readable = *self.readable_types.entry(type_object).or_insert_with(|| {
+            // SAFETY: a live type's bases are alive.
+            unsafe { !self.weak.is_base_of(type_object) }
+        });
+        if !readable {
+            return Vec::new();
+        }
+        // SAFETY: caller's contract: the fixed part lies inside the object.
+        let words = unsafe { fixed_part(object, layout::basicsize(type_object)) };
+        words.iter().copied().filter(|w| self.chosen.contains_key(w)).collect()
+    }
+
+    /// A traversal need not report a reference that cannot make a cycle
+    /// (a heap type's name, a str or int field of an extension's object)
+    /// or a field its type forgot: each chosen object named more times by
+    /// the fixed part than the traversal visited it gets the difference.
+    fn count_unreported(&mut self, named: &[usize], visited: &[usize]) {
+        let times = |list: &[usize], object: usize| list.iter().filter(|&&o| o == object).count();
+        let mut done: Vec<usize> = Vec::new();
+        for &object in named {
+            if done.contains(&object) {
+                continue;
+            }
+            done.push(object);
+            for _ in times(visited, object)..times(named, object) {
+                self.count(object);
             }
         }
     }
@@ -259,9 +327,42 @@ impl Walk<'_> {
         if object == 0 {
             return;
         }
-        self.count(object);
+        if self.count(object) {
+            if let Some(visited) = &mut self.visits_now {
+                visited.push(object);
+            }
+        }
         // SAFETY: forwarded.
         unsafe { self.meet(object) };
+    }
+}
+
+/// The words of an object's fixed part after its header (refcount, type).
+///
+/// # Safety
+/// `object` is alive and at least `size` bytes long.
+unsafe fn fixed_part<'a>(object: usize, size: usize) -> &'a [usize] {
+    let header = layout::refcount_offset() + 16;
+    let words = size.saturating_sub(header) / 8;
+    // SAFETY: the words lie inside the live object (caller's contract); the
+    // header is word-aligned, so they are too.
+    unsafe { std::slice::from_raw_parts((object + header) as *const usize, words) }
+}
+
+impl Weak {
+    /// Whether `type_object` is a weak reference type or derives from one.
+    ///
+    /// # Safety
+    /// `type_object` is a live type object.
+    unsafe fn is_base_of(&self, mut type_object: usize) -> bool {
+        while type_object != 0 {
+            if self.0.contains(&type_object) {
+                return true;
+            }
+            // SAFETY: a live type's base is alive.
+            type_object = unsafe { layout::base_of(type_object) };
+        }
+        false
     }
 }
 

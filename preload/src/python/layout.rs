@@ -146,6 +146,17 @@ pub unsafe fn module_dict(module: usize) -> usize {
     unsafe { ((module + EXTRA.load(Ordering::Relaxed) + 16) as *const usize).read() }
 }
 
+/// `m_base.m_copy` of a `PyModuleDef` (after the object header, `m_init`
+/// and `m_index`): the copy of a single-phase module's dict the
+/// interpreter keeps to re-create the module, 0 if none.
+///
+/// # Safety
+/// `def` is a module definition.
+pub unsafe fn module_def_copy(def: usize) -> usize {
+    // SAFETY: caller's contract.
+    unsafe { ((def + EXTRA.load(Ordering::Relaxed) + 16 + 2 * 8) as *const usize).read() }
+}
+
 /// `m_methods` of a `PyModuleDef`: after its `PyModuleDef_Base` (an object
 /// header, `m_init`, `m_index`, `m_copy`), `m_name`, `m_doc` and `m_size`.
 ///
