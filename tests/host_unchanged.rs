@@ -297,3 +297,23 @@ fn objects_a_module_holds_die_cleanly_when_it_is_cleared_at_shutdown() {
         Ok(())
     });
 }
+
+#[test]
+fn frequent_reports_never_upset_the_pending_calls_made_at_shutdown() {
+    // 3.13+ debug builds assert, while making the last pending calls at
+    // shutdown (before the at-exit callbacks), that each round leaves
+    // fewer: refwatch's thread must not queue one while another runs.
+    on_every_python("pending calls at shutdown", |py| {
+        let built = fixture::build(py, "counts.c", "counts", &[]);
+        let code = "import counts, sys\n\
+                    o = []\n\
+                    counts.explicit_incref(o, 10); counts.explicit_decref(o, 10)\n\
+                    print(counts.free_fresh(3))\n\
+                    sys.exit(3)";
+        for attempt in 0..8 {
+            let r = run(py, &[&built], code, Agent::Raw(&[("REFWATCH_INTERVAL", "0.01")]));
+            ensure!(r.status.code() == Some(3), "attempt {attempt}: {}", r.describe());
+        }
+        Ok(())
+    });
+}

@@ -296,11 +296,12 @@ fn references_held_where_traversals_do_not_report_them_are_not_leaks() {
         let code = "import holders, collections\n\
                     kept = [holders.hold() for _ in range(5)]\n\
                     kept += [holders.named(i) for i in range(5)]\n\
+                    kept += [holders.table(4), holders.table(3), holders.table(100)]\n\
                     ordered, plain = collections.OrderedDict(), {}\n\
                     holders.fill(ordered, 5); holders.fill(plain, 5)\n\
                     print(len(kept), len(ordered), len(plain), holders.WIDTH)\n";
         let r = run(py, &[&built], code, Agent::Json(&[]));
-        ensure!(r.status.success() && r.stdout == "10 5 5 100002\n", "{}", r.describe());
+        ensure!(r.status.success() && r.stdout == "13 5 5 100002\n", "{}", r.describe());
         let (findings, _) = r.summary_findings()?;
         ensure!(findings.is_empty(), "{findings:#?}");
         Ok(())

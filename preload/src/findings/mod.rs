@@ -4,7 +4,7 @@
 
 pub mod crash;
 pub mod leaks;
-mod memory;
+pub mod memory;
 pub mod overrelease;
 
 use refwatch_model::event::Finding;

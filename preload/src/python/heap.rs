@@ -6,8 +6,9 @@
 //! are not gc objects, a static type's dict is walked, and an object of a
 //! type a watched extension defines (its deallocator is the extension's
 //! code: a plain struct, with no `tp_traverse` to report what it holds) is
-//! read conservatively, each word of its fixed part that is a chosen
-//! object's address counting. The interpreter's own non-gc objects are not
+//! read conservatively, each word of its fixed part, and of the heap blocks
+//! those words point at (`blocks`), that is a chosen object's address
+//! counting. The interpreter's own non-gc objects are not
 //! read that way: their words include borrowed pointers and caches (a 3.14
 //! code object keeps one to an object it last saw).
 //!
@@ -22,7 +23,8 @@
 //! is traversed or read at most once, so the walk ends.
 
 use super::api::{api, lookup, Api, PyObject};
-use super::{layout, runtime};
+use super::{blocks, layout, runtime};
+use crate::findings::memory::Readable;
 use crate::interpose::objects::Watched;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::ffi::{c_int, c_void};
@@ -63,6 +65,8 @@ struct Walk<'a> {
     /// its fixed part names one.
     visits_now: Option<Vec<usize>>,
     watched: Vec<Watched>,
+    /// The readable memory, for the blocks extensions' objects point at.
+    memory: Readable,
     /// Per type met: whether a watched extension defines it.
     extension_types: FxHashMap<usize, bool>,
     /// Objects met that the collector does not track, handled once each.
@@ -106,6 +110,7 @@ pub unsafe fn count_holders(chosen: &Chosen, counts: &mut [u32]) -> Option<()> {
         readable_types: FxHashMap::default(),
         visits_now: None,
         watched: crate::interpose::objects::watched(),
+        memory: Readable::now(),
         extension_types: FxHashMap::default(),
         seen: FxHashSet::default(),
         todo: Vec::new(),
@@ -182,13 +187,15 @@ impl Walk<'_> {
                 return;
             }
             if self.defined_by_extension(type_object) {
-                self.read_words(object, layout::basicsize(type_object));
+                for object in self.named_by(object, type_object) {
+                    self.count(object);
+                }
             }
         }
     }
 
-    /// Whether a watched extension defines `type_object`: its deallocator
-    /// (behind refwatch's stub, if hooked) is in the extension.
+    /// Whether a watched extension defines `type_object` (or the base of
+    /// a class made from it): its deallocator is the extension's code.
     ///
     /// # Safety
     /// `type_object` is a live type object.
@@ -197,23 +204,10 @@ impl Walk<'_> {
             return known;
         }
         // SAFETY: caller's contract.
-        let dealloc = super::type_deaths::real_dealloc(unsafe { layout::dealloc_of(type_object) });
+        let dealloc = unsafe { super::type_deaths::final_dealloc(type_object) };
         let known = self.watched.iter().any(|w| w.contains(dealloc));
         self.extension_types.insert(type_object, known);
         known
-    }
-
-    /// Counts the words of an object's fixed part (after its header) that
-    /// are chosen objects' addresses: the references a plain struct of an
-    /// extension holds, which it has no `tp_traverse` to report.
-    ///
-    /// # Safety
-    /// `object` is alive and `size` bytes long at least.
-    unsafe fn read_words(&mut self, object: usize, size: usize) {
-        // SAFETY: forwarded.
-        for &word in unsafe { fixed_part(object, size) } {
-            self.count(word);
-        }
     }
 
     /// Counts one reference to `object` if it is chosen; says whether it is.
@@ -237,7 +231,7 @@ impl Walk<'_> {
                 return;
             }
             let traverse: Traverse = std::mem::transmute(traverse);
-            let named = self.chosen_in_fixed_part(object, type_object);
+            let named = self.named_by(object, type_object);
             self.visits_now = (!named.is_empty()).then(Vec::new);
             traverse(object as *mut PyObject, visit, self as *mut Walk as *mut c_void);
             if let Some(visited) = self.visits_now.take() {
@@ -250,11 +244,13 @@ impl Walk<'_> {
     }
 
     /// The chosen objects whose addresses are words of `object`'s fixed
-    /// part (after its header): fields that may hold them.
+    /// part (after its header): fields that may hold them; for a type a
+    /// watched extension defines, also the words of the heap blocks its
+    /// fixed part points at (out-of-line tables and arrays).
     ///
     /// # Safety
     /// `object` is alive, of type `type_object`.
-    unsafe fn chosen_in_fixed_part(&mut self, object: usize, type_object: usize) -> Vec<usize> {
+    unsafe fn named_by(&mut self, object: usize, type_object: usize) -> Vec<usize> {
         let readable = *self.readable_types.entry(type_object).or_insert_with(|| {
             // SAFETY: a live type's bases are alive.
             unsafe { !self.weak.is_base_of(type_object) }
@@ -264,7 +260,17 @@ impl Walk<'_> {
         }
         // SAFETY: caller's contract: the fixed part lies inside the object.
         let words = unsafe { fixed_part(object, layout::basicsize(type_object)) };
-        words.iter().copied().filter(|w| self.chosen.contains_key(w)).collect()
+        let mut named: Vec<usize> = words.iter().copied().filter(|w| self.chosen.contains_key(w)).collect();
+        // SAFETY: forwarded.
+        if unsafe { self.defined_by_extension(type_object) } {
+            for &word in words.iter().filter(|w| !self.chosen.contains_key(w)) {
+                // SAFETY: only readable memory is read (`block_words`).
+                if let Some(block) = unsafe { blocks::block_words(word, &self.memory) } {
+                    named.extend(block.iter().copied().filter(|w| self.chosen.contains_key(w)));
+                }
+            }
+        }
+        named
     }
 
     /// A traversal need not report a reference that cannot make a cycle

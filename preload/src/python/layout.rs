@@ -209,6 +209,16 @@ pub unsafe fn is_interned(str: usize) -> bool {
     unsafe { ((str + EXTRA.load(Ordering::Relaxed) + 32) as *const u32).read() & 3 != 0 }
 }
 
+/// The size of pymalloc's pools: 16 KiB from 3.10 on 64-bit builds (with
+/// the radix tree), 4 KiB before.
+pub fn pymalloc_pool_size() -> usize {
+    if MINOR.load(Ordering::Relaxed) >= 10 {
+        16 << 10
+    } else {
+        4 << 10
+    }
+}
+
 /// Refcounts at or above this are immortal objects (3.12+), not counts.
 pub const IMMORTAL: u64 = 1 << 30;
 

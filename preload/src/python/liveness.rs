@@ -30,10 +30,11 @@ pub fn install() {
         return;
     }
     let (Some(set), Some(get)) = (lookup(c"PyRefTracer_SetTracer"), lookup(c"PyRefTracer_GetTracer")) else {
-        super::type_deaths::install();
+        super::type_deaths::install(true);
         allocator::install();
         return;
     };
+    super::type_deaths::install(false);
     // SAFETY: both symbols are the 3.13+ functions of these signatures; the
     // GIL is held, as they require.
     unsafe {

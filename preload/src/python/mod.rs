@@ -3,6 +3,7 @@
 //! work done with the GIL held.
 
 pub mod api;
+mod blocks;
 pub mod facts;
 pub mod heap;
 pub mod layout;

@@ -322,7 +322,6 @@ unsafe extern "C" fn pending(arg: *mut c_void) -> c_int {
         lifecycle::start_reporter();
         return 0;
     }
-    PENDING.store(false, Ordering::Release);
     if register_if_possible() {
         let deep = arg as usize == PENDING_CENSUS;
         totals_now(deep && lifecycle::census_applies());
@@ -330,6 +329,11 @@ unsafe extern "C" fn pending(arg: *mut c_void) -> c_int {
             lifecycle::periodic_check();
         }
     }
+    // Only now may refwatch's thread queue the next one: a call queued
+    // while this one runs would keep the count of pending calls from going
+    // down, and the interpreter making the last pending calls at shutdown
+    // (before the at-exit callbacks) asserts that it does (3.13+ debug).
+    PENDING.store(false, Ordering::Release);
     0
 }
 

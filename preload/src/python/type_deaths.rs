@@ -12,7 +12,7 @@
 //! one block, so whether a type is hooked is one range check.
 
 use super::{layout, runtime};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Stubs: how many types can have their deaths seen this way.
 const STUBS: usize = 256;
@@ -21,8 +21,10 @@ const STUBS: usize = 256;
 static ORIGINAL: [AtomicUsize; STUBS] = [const { AtomicUsize::new(0) }; STUBS];
 /// Stubs handed out.
 static USED: AtomicUsize = AtomicUsize::new(0);
-/// `subtype_dealloc`; 0 until found (then this way of seeing deaths is on).
+/// `subtype_dealloc`; 0 until found.
 static CLASS_DEALLOC: AtomicUsize = AtomicUsize::new(0);
+/// Whether deaths are seen this way (before 3.13).
+static HOOKING: AtomicBool = AtomicBool::new(false);
 
 core::arch::global_asm!(
     ".pushsection .text.refwatch_death_stubs,\"ax\",@progbits",
@@ -67,7 +69,7 @@ fn is_stub(dealloc: usize) -> bool {
 }
 
 /// The type's own deallocator, when `dealloc` is one of the stubs.
-pub fn real_dealloc(dealloc: usize) -> usize {
+fn real_dealloc(dealloc: usize) -> usize {
     if is_stub(dealloc) {
         ORIGINAL[(dealloc - stubs()) / 16].load(Ordering::Acquire)
     } else {
@@ -82,12 +84,30 @@ extern "C" fn dying(object: usize) {
     unsafe { crate::provenance::forget(object) };
 }
 
-/// Turns this way of seeing deaths on, if the interpreter can tell which
-/// function its classes deallocate with (Python must be able to run; else
-/// the allocator hook alone sees the frees).
-pub fn install() {
+/// Learns which function the interpreter's classes deallocate with (Python
+/// must be able to run), and with `hook` turns this way of seeing deaths on
+/// (else the allocator hook alone sees the frees).
+pub fn install(hook: bool) {
     if let Some(dealloc) = runtime::class_dealloc().filter(|&d| d != 0) {
         CLASS_DEALLOC.store(dealloc, Ordering::Release);
+        HOOKING.store(hook, Ordering::Release);
+    }
+}
+
+/// The deallocator that frees the instances of `type_object` in the end:
+/// a class's `subtype_dealloc` ends in its first base with another one;
+/// the type's own, not refwatch's stub.
+///
+/// # Safety
+/// `type_object` is a live type object.
+pub unsafe fn final_dealloc(mut type_object: usize) -> usize {
+    let class = CLASS_DEALLOC.load(Ordering::Relaxed);
+    // SAFETY: a live type's bases are alive.
+    unsafe {
+        while class != 0 && layout::dealloc_of(type_object) == class && layout::base_of(type_object) != 0 {
+            type_object = layout::base_of(type_object);
+        }
+        real_dealloc(layout::dealloc_of(type_object))
     }
 }
 
@@ -100,7 +120,7 @@ pub fn install() {
 #[inline(always)]
 pub unsafe fn see_deaths_of(type_object: usize) -> bool {
     let class = CLASS_DEALLOC.load(Ordering::Relaxed);
-    if class == 0 {
+    if !HOOKING.load(Ordering::Relaxed) {
         return true;
     }
     // SAFETY: forwarded (a live type, the GIL held).
