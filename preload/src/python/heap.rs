@@ -178,13 +178,13 @@ impl Walk<'_> {
             }
             if flags & layout::TYPE_SUBCLASS != 0 {
                 // A static type: its dict may hold atomic values only (then
-                // untracked, reachable from nothing else).
+                // untracked, reachable from nothing else). Its metatype may
+                // be an extension's, with fields of its own (read below).
                 let dict = layout::type_dict(object);
                 if dict != 0 {
                     self.count(dict);
                     self.meet(dict);
                 }
-                return;
             }
             if self.defined_by_extension(type_object) {
                 for object in self.named_by(object, type_object) {
