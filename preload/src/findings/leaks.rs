@@ -109,9 +109,8 @@ fn check_now() -> Option<(Vec<Finding>, Vec<Held>)> {
         return Some((Vec::new(), Vec::new()));
     }
     let chosen: heap::Chosen = suspects.iter().enumerate().map(|(i, s)| (s.object, i as u32)).collect();
-    // References that holders make to each suspect: C statics, then the heap.
+    // References that holders make to each suspect: C statics and the heap.
     let mut held_by = vec![0u32; suspects.len()];
-    static_references(&chosen, &mut held_by);
     // SAFETY: checks run with the GIL held; the suspects are alive.
     if unsafe { heap::count_holders(&chosen, &mut held_by) }.is_none() {
         static TOLD: std::sync::Once = std::sync::Once::new();
@@ -408,25 +407,4 @@ fn most_common<K: AsRef<str>>(counts: &HashMap<K, u64>) -> Option<&str> {
         .iter()
         .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.as_ref().cmp(a.0.as_ref())))
         .map(|(k, _)| k.as_ref())
-}
-
-/// Adds, for each chosen object, how many words of the watched extensions'
-/// static data point at it: references held by C statics (one-time caches,
-/// singletons).
-fn static_references(chosen: &heap::Chosen, counts: &mut [u32]) {
-    let readable = Readable::now();
-    for watched in interpose::watched() {
-        for range in watched.writable.iter().flat_map(|r| readable.within(r)) {
-            let start = (range.start + 7) & !7;
-            let words = range.end.saturating_sub(start) / 8;
-            // SAFETY: the words lie in one readable mapping of a loaded
-            // object (`within`), aligned; reading them has no side effects.
-            let data = unsafe { std::slice::from_raw_parts(start as *const usize, words) };
-            for word in data {
-                if let Some(&i) = chosen.get(word) {
-                    counts[i as usize] += 1;
-                }
-            }
-        }
-    }
 }

@@ -43,6 +43,14 @@ struct Atomic {
     none: usize,
 }
 
+/// Code objects are not gc objects, yet hold the strs and tuples they were
+/// made with (`co_filename`, `co_name`, `co_consts`, ...): read for the
+/// atomic objects they name and the tuples they point at.
+struct Code {
+    code: usize,
+    tuple: usize,
+}
+
 /// `dict`'s own `tp_traverse`, which visits a dict's values, and its keys
 /// unless they are all str (or the table is split).
 struct DictTraverse(Option<Traverse>);
@@ -57,6 +65,7 @@ struct Walk<'a> {
     counts: &'a mut [u32],
     atomic: Atomic,
     dict_traverse: DictTraverse,
+    code: Code,
     weak: Weak,
     /// Per type met: whether its objects' fixed part is read (not a weak
     /// reference type).
@@ -102,6 +111,7 @@ pub unsafe fn count_holders(chosen: &Chosen, counts: &mut [u32]) -> Option<()> {
         counts,
         atomic,
         dict_traverse,
+        code: Code { code: address(c"PyCode_Type"), tuple: address(c"PyTuple_Type") },
         weak: Weak([
             address(c"_PyWeakref_RefType"),
             address(c"_PyWeakref_ProxyType"),
@@ -134,6 +144,12 @@ pub unsafe fn count_holders(chosen: &Chosen, counts: &mut [u32]) -> Option<()> {
             }
         }
     }
+    // The watched extensions' static data (C statics): each word that is a
+    // chosen object's address holds it; the code objects there (Cython
+    // keeps its functions' code objects in statics) are read.
+    // SAFETY: only readable words are read; `static_roots` checks that a
+    // word is a code object before it is read.
+    unsafe { walk.static_roots() };
     runtime::with_gc_objects(|list| {
         // SAFETY: the list holds every tracked object while it is read
         // (`gc.get_objects` leaves the list itself out).
@@ -186,9 +202,91 @@ impl Walk<'_> {
                     self.meet(dict);
                 }
             }
-            if self.defined_by_extension(type_object) {
+            if type_object == self.code.code && type_object != 0 {
+                self.read_code(object, type_object);
+            } else if self.defined_by_extension(type_object) {
                 for object in self.named_by(object, type_object) {
                     self.count(object);
+                }
+            }
+        }
+    }
+
+    /// Counts what the watched extensions' static data points at, and reads
+    /// the code objects it keeps.
+    ///
+    /// # Safety
+    /// The GIL is held.
+    unsafe fn static_roots(&mut self) {
+        let ranges: Vec<std::ops::Range<usize>> =
+            self.watched.iter().flat_map(|w| w.writable.iter().flat_map(|r| self.memory.within(r))).collect();
+        for range in ranges {
+            let start = (range.start + 7) & !7;
+            let words = range.end.saturating_sub(start) / 8;
+            // SAFETY: the words lie in one readable mapping of a loaded
+            // object, aligned; reading them has no side effects.
+            let data = unsafe { std::slice::from_raw_parts(start as *const usize, words) };
+            for &word in data {
+                // Only code objects are walked from here: statics also keep
+                // borrowed pointers, which may dangle, while a code object
+                // is made once and kept (Cython caches them there).
+                if !self.count(word) && self.is_object(word) && self.code.code != 0 {
+                    // SAFETY: the header is readable (`is_object`).
+                    if unsafe { layout::type_of(word) } == self.code.code && self.seen.insert(word) {
+                        // SAFETY: a code object a static keeps is alive.
+                        unsafe { self.read_code(word, self.code.code) };
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether `word` is plausibly an object's address: readable, its type
+    /// a ready type object whose own type is a type.
+    fn is_object(&self, word: usize) -> bool {
+        const READY: u64 = 1 << 12;
+        let readable = |address: usize| address.is_multiple_of(8) && self.memory.contains(address, 16);
+        if word < 4096 || !readable(word) {
+            return false;
+        }
+        // SAFETY: each header read is checked readable first.
+        unsafe {
+            let type_object = layout::type_of(word);
+            if !readable(type_object) || !self.memory.contains(type_object, 400) {
+                return false;
+            }
+            let metatype = layout::type_of(type_object);
+            readable(metatype)
+                && self.memory.contains(metatype, 400)
+                && layout::type_flags(metatype) & layout::TYPE_SUBCLASS != 0
+                && layout::type_flags(type_object) & READY != 0
+        }
+    }
+
+    /// A code object's fields: the atomic chosen objects they name count
+    /// (its other words may be caches), the tuples they point at are walked.
+    ///
+    /// # Safety
+    /// `code` is a live code object of type `code_type`; the GIL is held.
+    unsafe fn read_code(&mut self, code: usize, code_type: usize) {
+        // SAFETY: caller's contract: the fixed part lies inside the object.
+        for &word in unsafe { fixed_part(code, layout::basicsize(code_type)) } {
+            if !self.memory.contains(word, 16) {
+                continue;
+            }
+            // SAFETY: the header words are readable (checked above); a
+            // word whose type field is the tuple type is a tuple.
+            let type_object = unsafe { layout::type_of(word) };
+            if type_object == self.code.tuple {
+                // A tuple field (`co_consts`, `co_names`, ...) is owned.
+                self.count(word);
+                // SAFETY: a tuple the code object holds is alive.
+                unsafe { self.meet(word) };
+            } else if self.chosen.contains_key(&word) {
+                // SAFETY: a chosen object is alive, and so is its type.
+                let flags = unsafe { layout::type_flags(type_object) };
+                if flags & (layout::LONG_SUBCLASS | layout::BYTES_SUBCLASS | layout::UNICODE_SUBCLASS) != 0 {
+                    self.count(word);
                 }
             }
         }
