@@ -299,6 +299,7 @@ fn references_held_where_traversals_do_not_report_them_are_not_leaks() {
                     kept += [holders.table(4), holders.table(3), holders.table(100)]\n\
                     def f(): pass\n\
                     for _ in range(3): holders.keep_code(f.__code__)\n\
+                    holders.cache(6)\n\
                     ordered, plain = collections.OrderedDict(), {}\n\
                     holders.fill(ordered, 5); holders.fill(plain, 5)\n\
                     print(len(kept), len(ordered), len(plain), holders.WIDTH)\n";

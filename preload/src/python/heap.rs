@@ -145,8 +145,9 @@ pub unsafe fn count_holders(chosen: &Chosen, counts: &mut [u32]) -> Option<()> {
         }
     }
     // The watched extensions' static data (C statics): each word that is a
-    // chosen object's address holds it; the code objects there (Cython
-    // keeps its functions' code objects in statics) are read.
+    // chosen object's address holds it, as does each such word of a heap
+    // block it points at; the code objects there (Cython keeps its
+    // functions' code objects in statics) are read.
     // SAFETY: only readable words are read; `static_roots` checks that a
     // word is a code object before it is read.
     unsafe { walk.static_roots() };
@@ -212,8 +213,8 @@ impl Walk<'_> {
         }
     }
 
-    /// Counts what the watched extensions' static data points at, and reads
-    /// the code objects it keeps.
+    /// Counts what the watched extensions' static data points at, and what
+    /// the heap blocks it points at hold; reads the code objects it keeps.
     ///
     /// # Safety
     /// The GIL is held.
@@ -227,14 +228,27 @@ impl Walk<'_> {
             // object, aligned; reading them has no side effects.
             let data = unsafe { std::slice::from_raw_parts(start as *const usize, words) };
             for &word in data {
+                if self.count(word) {
+                    continue;
+                }
                 // Only code objects are walked from here: statics also keep
                 // borrowed pointers, which may dangle, while a code object
                 // is made once and kept (Cython caches them there).
-                if !self.count(word) && self.is_object(word) && self.code.code != 0 {
+                if self.is_object(word) {
                     // SAFETY: the header is readable (`is_object`).
                     if unsafe { layout::type_of(word) } == self.code.code && self.seen.insert(word) {
                         // SAFETY: a code object a static keeps is alive.
                         unsafe { self.read_code(word, self.code.code) };
+                    }
+                    continue;
+                }
+                // A heap block a static points at (a cache of the
+                // extension's, as orjson keeps its keys): its words that
+                // are chosen objects' addresses hold them.
+                // SAFETY: only readable memory is read (`block_words`).
+                if let Some(block) = unsafe { blocks::block_words(word, &self.memory) } {
+                    for &held in block {
+                        self.count(held);
                     }
                 }
             }
