@@ -104,7 +104,8 @@ pub fn check() -> Option<(Vec<Finding>, Vec<Held>)> {
 }
 
 fn check_now() -> Option<(Vec<Finding>, Vec<Held>)> {
-    let suspects = suspects();
+    let memory = Readable::now();
+    let suspects = suspects(&memory);
     if suspects.is_empty() {
         return Some((Vec::new(), Vec::new()));
     }
@@ -112,7 +113,7 @@ fn check_now() -> Option<(Vec<Finding>, Vec<Held>)> {
     // References that holders make to each suspect: C statics and the heap.
     let mut held_by = vec![0u32; suspects.len()];
     // SAFETY: checks run with the GIL held; the suspects are alive.
-    if unsafe { heap::count_holders(&chosen, &mut held_by) }.is_none() {
+    if unsafe { heap::count_holders(&chosen, &mut held_by, &memory) }.is_none() {
         static TOLD: std::sync::Once = std::sync::Once::new();
         TOLD.call_once(|| {
             crate::sys::warn(format_args!("leak check skipped: the walk of the heap did not finish"))
@@ -171,8 +172,7 @@ fn check_now() -> Option<(Vec<Finding>, Vec<Held>)> {
 
 /// Followed objects and objects with unmatched visible increments that are
 /// still alive (their address still holds an object of their type).
-fn suspects() -> Vec<Suspect> {
-    let readable = Readable::now();
+fn suspects(readable: &Readable) -> Vec<Suspect> {
     // The maps are keyed by memory block; the object follows its pre-header.
     // Objects with increments or growth, by object: their type then, and
     // what is known.
@@ -233,10 +233,7 @@ fn shared(object: usize) -> bool {
         return true;
     }
     static TYPES: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
-    let (int, str) = *TYPES.get_or_init(|| {
-        let find = |name| api::lookup(name).map_or(0, |a| a as usize);
-        (find(c"PyLong_Type"), find(c"PyUnicode_Type"))
-    });
+    let (int, str) = *TYPES.get_or_init(|| (api::export(c"PyLong_Type"), api::export(c"PyUnicode_Type")));
     // SAFETY: a live object (checked plausible by `suspects`).
     let type_object = unsafe { layout::type_of(object) };
     // SAFETY: as above: an int or a str of this interpreter's layout.

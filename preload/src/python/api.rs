@@ -98,10 +98,14 @@ pub fn lookup(name: &CStr) -> Option<*mut c_void> {
 }
 
 /// The address of the interpreter's export `name`, or 0 when it has none
-/// (a function of another version). For the tables resolved at start.
+/// (a function or type of another version).
+pub fn export(name: &CStr) -> usize {
+    lookup(name).map_or(0, |a| a as usize)
+}
+
+/// `export` for a name in a Rust string (the tables resolved at start).
 pub fn address_of(name: &str) -> usize {
-    let c_name = std::ffi::CString::new(name).expect("C-API names have no NUL");
-    lookup(&c_name).map_or(0, |a| a as usize)
+    export(&std::ffi::CString::new(name).expect("C-API names have no NUL"))
 }
 
 /// The C-API, or `None` when this process has no (recognisable) interpreter.

@@ -22,7 +22,7 @@
 //! Nothing is freed during the walk: it runs no Python code. Every object
 //! is traversed or read at most once, so the walk ends.
 
-use super::api::{api, lookup, Api, PyObject};
+use super::api::{api, export, Api, PyObject};
 use super::{blocks, layout, runtime};
 use crate::findings::memory::Readable;
 use crate::interpose::objects::Watched;
@@ -41,6 +41,19 @@ struct Atomic {
     float: usize,
     complex: usize,
     none: usize,
+}
+
+impl Atomic {
+    /// Whether objects of `type_object` hold no references.
+    ///
+    /// # Safety
+    /// `type_object` is a live type object.
+    unsafe fn contains(&self, type_object: usize) -> bool {
+        const FLAGS: u64 = layout::LONG_SUBCLASS | layout::BYTES_SUBCLASS | layout::UNICODE_SUBCLASS;
+        // SAFETY: caller's contract.
+        let flags = unsafe { layout::type_flags(type_object) };
+        flags & FLAGS != 0 || [self.float, self.complex, self.none].contains(&type_object)
+    }
 }
 
 /// Code objects are not gc objects, yet hold the strs and tuples they were
@@ -75,7 +88,7 @@ struct Walk<'a> {
     visits_now: Option<Vec<usize>>,
     watched: Vec<Watched>,
     /// The readable memory, for the blocks extensions' objects point at.
-    memory: Readable,
+    memory: &'a Readable,
     /// Per type met: whether a watched extension defines it.
     extension_types: FxHashMap<usize, bool>,
     /// Objects met that the collector does not track, handled once each.
@@ -89,15 +102,14 @@ struct Walk<'a> {
 ///
 /// # Safety
 /// The caller holds the GIL; every chosen object is alive.
-pub unsafe fn count_holders(chosen: &Chosen, counts: &mut [u32]) -> Option<()> {
+pub unsafe fn count_holders(chosen: &Chosen, counts: &mut [u32], memory: &Readable) -> Option<()> {
     let api = api()?;
-    let address = |name| lookup(name).map_or(0, |a| a as usize);
     let atomic = Atomic {
-        float: address(c"PyFloat_Type"),
-        complex: address(c"PyComplex_Type"),
-        none: address(c"_PyNone_Type"),
+        float: export(c"PyFloat_Type"),
+        complex: export(c"PyComplex_Type"),
+        none: export(c"_PyNone_Type"),
     };
-    let dict_type = address(c"PyDict_Type");
+    let dict_type = export(c"PyDict_Type");
     // SAFETY: `PyDict_Type` is a live type; its tp_traverse has this signature.
     let dict_traverse = DictTraverse(unsafe {
         (dict_type != 0)
@@ -111,16 +123,16 @@ pub unsafe fn count_holders(chosen: &Chosen, counts: &mut [u32]) -> Option<()> {
         counts,
         atomic,
         dict_traverse,
-        code: Code { code: address(c"PyCode_Type"), tuple: address(c"PyTuple_Type") },
+        code: Code { code: export(c"PyCode_Type"), tuple: export(c"PyTuple_Type") },
         weak: Weak([
-            address(c"_PyWeakref_RefType"),
-            address(c"_PyWeakref_ProxyType"),
-            address(c"_PyWeakref_CallableProxyType"),
+            export(c"_PyWeakref_RefType"),
+            export(c"_PyWeakref_ProxyType"),
+            export(c"_PyWeakref_CallableProxyType"),
         ]),
         readable_types: FxHashMap::default(),
         visits_now: None,
         watched: crate::interpose::objects::watched(),
-        memory: Readable::now(),
+        memory,
         extension_types: FxHashMap::default(),
         seen: FxHashSet::default(),
         todo: Vec::new(),
@@ -185,15 +197,10 @@ impl Walk<'_> {
                 return;
             }
             let type_object = layout::type_of(object);
-            let flags = layout::type_flags(type_object);
-            let a = &self.atomic;
-            if flags & (layout::LONG_SUBCLASS | layout::BYTES_SUBCLASS | layout::UNICODE_SUBCLASS) != 0
-                || [a.float, a.complex, a.none].contains(&type_object)
-                || !self.seen.insert(object)
-            {
+            if self.atomic.contains(type_object) || !self.seen.insert(object) {
                 return;
             }
-            if flags & layout::TYPE_SUBCLASS != 0 {
+            if layout::type_flags(type_object) & layout::TYPE_SUBCLASS != 0 {
                 // A static type: its dict may hold atomic values only (then
                 // untracked, reachable from nothing else). Its metatype may
                 // be an extension's, with fields of its own (read below).
@@ -246,7 +253,7 @@ impl Walk<'_> {
                 // extension's, as orjson keeps its keys): its words that
                 // are chosen objects' addresses hold them.
                 // SAFETY: only readable memory is read (`block_words`).
-                if let Some(block) = unsafe { blocks::block_words(word, &self.memory) } {
+                if let Some(block) = unsafe { blocks::block_words(word, self.memory) } {
                     for &held in block {
                         self.count(held);
                     }
@@ -298,8 +305,7 @@ impl Walk<'_> {
                 unsafe { self.meet(word) };
             } else if self.chosen.contains_key(&word) {
                 // SAFETY: a chosen object is alive, and so is its type.
-                let flags = unsafe { layout::type_flags(type_object) };
-                if flags & (layout::LONG_SUBCLASS | layout::BYTES_SUBCLASS | layout::UNICODE_SUBCLASS) != 0 {
+                if unsafe { self.atomic.contains(type_object) } {
                     self.count(word);
                 }
             }
@@ -377,7 +383,7 @@ impl Walk<'_> {
         if unsafe { self.defined_by_extension(type_object) } {
             for &word in words.iter().filter(|w| !self.chosen.contains_key(w)) {
                 // SAFETY: only readable memory is read (`block_words`).
-                if let Some(block) = unsafe { blocks::block_words(word, &self.memory) } {
+                if let Some(block) = unsafe { blocks::block_words(word, self.memory) } {
                     named.extend(block.iter().copied().filter(|w| self.chosen.contains_key(w)));
                 }
             }

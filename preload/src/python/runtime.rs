@@ -235,12 +235,15 @@ unsafe fn take_text(api: &Api, text: *mut PyObject) -> Option<String> {
     }
 }
 
+/// The C-API, when the calling thread may run Python code now and
+/// refwatch's helpers are registered.
+fn registered_api() -> Option<&'static Api> {
+    api().filter(|a| a.can_run_python() && REGISTERED.load(Ordering::Acquire))
+}
+
 /// Computes totals now. `census`: walk the gc's objects on release builds.
 pub fn totals_now(census: bool) -> Option<Totals> {
-    let api = api().filter(|a| a.can_run_python())?;
-    if !REGISTERED.load(Ordering::Acquire) {
-        return None;
-    }
+    let api = registered_api()?;
     let code = if census { c"_rw_totals(True)" } else { c"_rw_totals(False)" };
     // SAFETY: can_run_python: this thread holds the GIL of a running
     // interpreter; registration set GLOBALS.
@@ -386,10 +389,7 @@ pub fn forget_totals() {
 /// no collection frees objects `f` reads without holding references to
 /// them. `None` if Python could not be asked.
 pub fn with_gc_paused<T>(f: impl FnOnce() -> T) -> Option<T> {
-    let api = api().filter(|a| a.can_run_python())?;
-    if !REGISTERED.load(Ordering::Acquire) {
-        return None;
-    }
+    let api = registered_api()?;
     // SAFETY: can_run_python: the GIL is held; results are new references,
     // released by take_text.
     unsafe {
@@ -411,10 +411,7 @@ pub fn with_gc_paused<T>(f: impl FnOnce() -> T) -> Option<T> {
 /// (`gc.get_objects()`), which holds them meanwhile. `None` if Python could
 /// not be asked.
 pub fn with_gc_objects<T>(f: impl FnOnce(usize) -> T) -> Option<T> {
-    let api = api().filter(|a| a.can_run_python())?;
-    if !REGISTERED.load(Ordering::Acquire) {
-        return None;
-    }
+    let api = registered_api()?;
     // SAFETY: can_run_python: the GIL is held; the list is a new reference,
     // released after `f`.
     unsafe {

@@ -100,15 +100,31 @@ pub fn install(hook: bool) {
 ///
 /// # Safety
 /// `type_object` is a live type object.
-pub unsafe fn final_dealloc(mut type_object: usize) -> usize {
-    let class = CLASS_DEALLOC.load(Ordering::Relaxed);
+pub unsafe fn final_dealloc(type_object: usize) -> usize {
+    // SAFETY: forwarded.
+    unsafe {
+        deallocating_type(type_object, CLASS_DEALLOC.load(Ordering::Relaxed))
+            .map_or(0, |t| real_dealloc(layout::dealloc_of(t)))
+    }
+}
+
+/// The type whose `tp_dealloc` frees the instances of `type_object`:
+/// itself, or for a class (its `tp_dealloc` is `class`, the interpreter's
+/// `subtype_dealloc`) its first base with another; `None` if none has.
+///
+/// # Safety
+/// `type_object` is a live type object.
+unsafe fn deallocating_type(mut type_object: usize, class: usize) -> Option<usize> {
     // SAFETY: a live type's bases are alive.
     unsafe {
-        while class != 0 && layout::dealloc_of(type_object) == class && layout::base_of(type_object) != 0 {
+        while class != 0 && layout::dealloc_of(type_object) == class {
             type_object = layout::base_of(type_object);
+            if type_object == 0 {
+                return None;
+            }
         }
-        real_dealloc(layout::dealloc_of(type_object))
     }
+    Some(type_object)
 }
 
 /// Whether the deaths of `type_object`'s instances are seen (hooking the
@@ -132,15 +148,10 @@ pub unsafe fn see_deaths_of(type_object: usize) -> bool {
 /// # Safety
 /// As for `see_deaths_of`.
 #[cold]
-unsafe fn hook(mut type_object: usize, class: usize) -> bool {
+unsafe fn hook(type_object: usize, class: usize) -> bool {
     // SAFETY: a live type's bases are alive; the GIL serializes hooking.
     unsafe {
-        while layout::dealloc_of(type_object) == class {
-            type_object = layout::base_of(type_object);
-            if type_object == 0 {
-                return false;
-            }
-        }
+        let Some(type_object) = deallocating_type(type_object, class) else { return false };
         let dealloc = layout::dealloc_of(type_object);
         if is_stub(dealloc) {
             return true;
