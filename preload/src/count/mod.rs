@@ -26,30 +26,35 @@ pub fn sample() -> u32 {
 /// Returns whether it was recorded (with sampling, one in N is).
 #[inline(always)]
 pub fn record(ra: usize, kind: Kind) -> bool {
-    let table = registry::current();
-    // SAFETY: `current` returns a table that lives for the rest of the process
-    // (the pool is never unmapped) and that only this thread writes, or the
-    // shared overflow table, which `record` handles with atomic updates.
-    let table = unsafe { &*table };
-    let sample = SAMPLE.load(Ordering::Relaxed);
-    if sample > 1 && !table.sample_tick(sample) {
+    if !chosen() {
         return false;
     }
-    table.bump(ra, kind);
+    bump(ra, kind);
     true
+}
+
+/// Whether sampling chooses this event (always, without sampling); it is
+/// not counted here.
+#[inline(always)]
+pub fn chosen() -> bool {
+    let sample = SAMPLE.load(Ordering::Relaxed);
+    // SAFETY: `current` returns a table that lives for the rest of the
+    // process (the pool is never unmapped) and that only this thread writes,
+    // or the shared overflow table, which is updated atomically.
+    sample <= 1 || unsafe { &*registry::current() }.sample_tick(sample)
 }
 
 /// Counts one event that sampling already chose (or every event, without
 /// sampling).
 #[inline(always)]
 pub fn bump(ra: usize, kind: Kind) {
-    // SAFETY: as in `record`.
+    // SAFETY: as in `chosen`.
     unsafe { &*registry::current() }.bump(ra, kind);
 }
 
 /// The number of events until the next sampled one: random, uniform in
 /// 1..2N, drawn from the calling thread's generator.
 pub fn next_gap() -> u64 {
-    // SAFETY: as in `record`.
+    // SAFETY: as in `chosen`.
     u64::from(unsafe { &*registry::current() }.gap(sample()))
 }

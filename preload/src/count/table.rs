@@ -111,8 +111,20 @@ impl Table {
         1 + x % (2 * sample.max(1) - 1)
     }
 
+    /// Counts one event at `ra`. The usual case, the site already in its
+    /// home slot of a single-writer table, is inline; the rest is not.
     #[inline(always)]
     pub fn bump(&self, ra: usize, kind: Kind) {
+        let slot = &self.slots[hash(ra)];
+        if slot.key.load(Ordering::Relaxed) == ra && !self.shared.load(Ordering::Relaxed) {
+            return bump_single(&slot.counts[kind as usize]);
+        }
+        self.probe_and_bump(ra, kind);
+    }
+
+    /// `bump` past the home slot, or on the shared table.
+    #[inline(never)]
+    fn probe_and_bump(&self, ra: usize, kind: Kind) {
         let mut i = hash(ra);
         for _ in 0..MAX_PROBES {
             let slot = &self.slots[i];

@@ -44,6 +44,12 @@ pub fn enable(gil: bool) {
         // references are always followed (one over-release is one too many).
         let gated = sampling && api.effect == Effect::New;
         trampolines::GATE[k].store(u8::from(gated), Ordering::Relaxed);
+        let handler: Handler = match api.effect {
+            Effect::New if gated => on_new_sampled,
+            Effect::New => on_new,
+            _ => on_call,
+        };
+        trampolines::HANDLER[k].store(handler as usize, Ordering::Relaxed);
     }
     crate::python::liveness::install();
     ENABLED.store(true, Ordering::Release);
@@ -71,13 +77,32 @@ struct Call {
     args: [usize; 3],
 }
 
-/// Called by call-through entry `api` after the real function returned
-/// `result`; `frame` holds the first three arguments, then the caller's
-/// return address.
-pub extern "C" fn on_call(result: usize, frame: *const [usize; 4], api: usize) {
+/// What a call-through entry calls after the real function returned
+/// `result` (`trampolines::HANDLER`): `frame` holds the first three
+/// arguments, then the caller's return address; `api` is the entry.
+type Handler = extern "C" fn(result: usize, frame: *const [usize; 4], api: usize);
+
+/// The handler of every effect but a new reference.
+extern "C" fn on_call(result: usize, frame: *const [usize; 4], api: usize) {
     // SAFETY: the entry passes its own stack slots, written just before.
     let [a, b, c, site] = unsafe { *frame };
     record(&Call { api, site, args: [a, b, c] }, result);
+}
+
+/// The handler of a function that returns a new reference: the most
+/// frequent followed call, so it reads only the return address.
+extern "C" fn on_new(result: usize, frame: *const [usize; 4], api: usize) {
+    // SAFETY: as in `on_call`.
+    record_fresh(unsafe { (*frame)[3] }, api, result);
+}
+
+/// `on_new` under sampling: the entry's gate let this call through (one in
+/// N on average is followed; leaks that grow are still found, their counts
+/// are estimates), and the gap to the next one is drawn here.
+extern "C" fn on_new_sampled(result: usize, frame: *const [usize; 4], api: usize) {
+    // SAFETY: the shadow block is this thread's own TLS.
+    unsafe { (*trampolines::shadow()).countdown = crate::count::next_gap() };
+    on_new(result, frame, api);
 }
 
 /// Called by `refwatch_prov_return` when hooked function returns `result`
@@ -113,7 +138,14 @@ fn record(call: &Call, result: usize) {
     // Functions returning `int` leave the upper half of `rax` undefined.
     let status = result as u32 as i32;
     match apis::APIS[call.api].effect {
-        Effect::New => record_new(call, result),
+        Effect::New => {
+            // Only variadic functions come here (the others have `on_new`).
+            if trampolines::GATE[call.api].load(Ordering::Relaxed) != 0 {
+                // SAFETY: the shadow block is this thread's own TLS.
+                unsafe { (*trampolines::shadow()).countdown = crate::count::next_gap() };
+            }
+            record_fresh(call.site, call.api, result)
+        }
         // A NULL result is an error: nothing was lent.
         Effect::Borrowed(slot) if result != 0 => {
             associate(result, Holder::of(call, slot, call.args[1]), call, false)
@@ -145,8 +177,8 @@ fn record_build(call: &Call, result: usize) {
     };
     // Under sampling this call was not gated (its steals are always
     // followed): the fresh result is followed one time in N here.
-    if crate::count::sample() == 1 || crate::count::record(call.site, crate::count::Kind::New) {
-        record_fresh(call, result);
+    if crate::count::chosen() {
+        record_fresh(call.site, call.api, result);
     }
 }
 
@@ -178,22 +210,10 @@ fn record_parse(call: &Call) {
 /// pointer, whatever a caller passed.
 const LOWEST_OBJECT: usize = 0x10000;
 
+/// Follows `result`, which the call to `api` at `site` returned, if it is
+/// fresh: a new object the extension now owns alone.
 #[inline(always)]
-fn record_new(call: &Call, result: usize) {
-    // With sampling, the entry's gate let this call through: one in N on
-    // average is followed (leaks that grow are still found; their counts are
-    // estimates). The gap to the next one is drawn here.
-    if trampolines::GATE[call.api].load(Ordering::Relaxed) != 0 {
-        // SAFETY: the shadow block is this thread's own TLS.
-        unsafe { (*trampolines::shadow()).countdown = crate::count::next_gap() };
-    }
-    record_fresh(call, result);
-}
-
-/// Follows `result` if it is fresh: a new object the extension now owns
-/// alone.
-#[inline(always)]
-fn record_fresh(call: &Call, result: usize) {
+fn record_fresh(site: usize, api: usize, result: usize) {
     if result < LOWEST_OBJECT {
         return;
     }
@@ -203,7 +223,6 @@ fn record_fresh(call: &Call, result: usize) {
     if refcount != 1 {
         return; // cached, interned or shared: not created for this caller
     }
-    let site = call.site;
     crate::count::bump(site, crate::count::Kind::New);
     // SAFETY: the object's type is alive while the object is; new-reference
     // APIs are called with the GIL held, which is the tables' invariant.
@@ -212,7 +231,7 @@ fn record_fresh(call: &Call, result: usize) {
             return;
         }
         let pre_header = layout::pre_header(type_object);
-        tracked::insert(result - pre_header, Origin::new(site, type_object, call.api, pre_header));
+        tracked::insert(result - pre_header, Origin::new(site, type_object, api, pre_header));
     }
 }
 
@@ -318,15 +337,26 @@ pub unsafe fn key_of(object: usize) -> usize {
 /// # Safety
 /// The caller holds the GIL (deallocation runs with it) and `object` is
 /// still readable.
-#[inline]
+#[inline(always)]
 pub unsafe fn forget(object: usize) {
     // The block starts 0, 16 or 32 bytes before the object: one filter load
     // answers for all three before the type is read.
     // SAFETY: forwarded (GIL held).
     if ENABLED.load(Ordering::Relaxed) && unsafe { address_map::maybe_present_any3(object - 32) } {
         // SAFETY: forwarded.
-        unsafe { forget_block(key_of(object)) };
+        unsafe { forget_object(object) };
     }
+}
+
+/// `forget` for an object that may be followed (out of line, so that the
+/// far more frequent deaths of others take no frame).
+///
+/// # Safety
+/// As for `forget`.
+#[inline(never)]
+unsafe fn forget_object(object: usize) {
+    // SAFETY: forwarded.
+    unsafe { forget_block(key_of(object)) };
 }
 
 /// False when the memory block at `block` surely holds no object followed
@@ -362,19 +392,28 @@ pub unsafe fn block_moved(from: usize, to: usize) {
         return;
     }
     // SAFETY: forwarded.
-    if let Some(origin) = unsafe { forget_block(from) } {
+    if let Some(origin) = unsafe { take_block(from) } {
         // SAFETY: forwarded.
         unsafe { tracked::insert(to, origin) };
     }
 }
 
-/// Stops following the object in the memory block at `block`; returns its
-/// origin if it was followed.
+/// Stops following the object in the memory block at `block`.
 ///
 /// # Safety
 /// The caller holds the GIL.
-#[inline(never)]
-unsafe fn forget_block(block: usize) -> Option<Origin> {
+#[inline(always)]
+unsafe fn forget_block(block: usize) {
+    // SAFETY: forwarded.
+    unsafe { take_block(block) };
+}
+
+/// `forget_block` that returns the object's origin if it was followed.
+///
+/// # Safety
+/// The caller holds the GIL.
+#[inline(always)]
+unsafe fn take_block(block: usize) -> Option<Origin> {
     // SAFETY: forwarded (the maps are GIL-serialized).
     unsafe {
         crate::watch::forget_block(block);

@@ -95,7 +95,7 @@ pub unsafe fn insert(block: usize, origin: Origin) {
             // The block may already be followed: in the map, or in the
             // nursery's slot (then the same block, handled above).
             if maybe_present(block) {
-                OLD.remove(block);
+                remove_old(block);
             }
             if young.block != 0 {
                 promote(*young);
@@ -133,8 +133,20 @@ pub unsafe fn remove(block: usize) -> Option<Origin> {
             count_key(block, -1);
             return Some(young.origin);
         }
-        OLD.remove(block)
+        remove_old(block)
     }
+}
+
+/// `remove` for an object that is not in the nursery (out of line: the
+/// nursery's paths then need no registers of their own).
+///
+/// # Safety
+/// The caller holds the GIL.
+#[cold]
+#[inline(never)]
+unsafe fn remove_old(block: usize) -> Option<Origin> {
+    // SAFETY: forwarded (GIL held).
+    unsafe { OLD.remove(block) }
 }
 
 /// Calls `f` with every followed object's block and origin.

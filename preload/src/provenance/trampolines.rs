@@ -4,7 +4,9 @@
 //! * Call-through entry `k` (fixed-arity functions, whose arguments are all
 //!   in registers): keeps the first three argument registers on the stack,
 //!   calls the real function, hands the result, those arguments and the
-//!   caller's return address to [`super::on_call`], and returns. An ordinary
+//!   caller's return address to its handler `HANDLER[k]` (one per effect, so
+//!   that the most frequent, a new reference, is not dispatched again), and
+//!   returns. An ordinary
 //!   frame, with CFI for unwinders, that keeps the CPU's return predictions
 //!   intact: most followed calls take this path.
 //! * Shadow entry `k` (variadic functions, which may have arguments on the
@@ -40,6 +42,10 @@ pub const DEPTH: usize = 64;
 
 /// The real function behind entry `k`; written at start, before patching.
 pub static REAL: [AtomicUsize; ENTRIES] = [const { AtomicUsize::new(0) }; ENTRIES];
+
+/// What entry `k` calls with the result: `super::on_call` or a handler for
+/// its effect with the same signature; written at start, before patching.
+pub static HANDLER: [AtomicUsize; ENTRIES] = [const { AtomicUsize::new(0) }; ENTRIES];
 
 /// Non-zero for entries whose calls are sampled; written at start, before
 /// patching.
@@ -103,7 +109,7 @@ core::arch::global_asm!(
     "push rdi",
     ".cfi_adjust_cfa_offset 8",
     "call qword ptr [rip + {real} + 8 * \\k]",
-    // on_call(result, [rdi, rsi, rdx, return address], k); rax kept.
+    // handler(result, [rdi, rsi, rdx, return address], k); rax kept.
     "mov rdi, rax",
     "mov rsi, rsp",
     "mov edx, \\k",
@@ -111,7 +117,7 @@ core::arch::global_asm!(
     ".cfi_adjust_cfa_offset 8",
     "sub rsp, 8",
     ".cfi_adjust_cfa_offset 8",
-    "call {on_call}",
+    "call qword ptr [rip + {handler} + 8 * \\k]",
     "add rsp, 8",
     ".cfi_adjust_cfa_offset -8",
     "pop rax",
@@ -198,7 +204,7 @@ core::arch::global_asm!(
     depth = const DEPTH,
     real = sym REAL,
     gate = sym GATE,
-    on_call = sym super::on_call,
+    handler = sym HANDLER,
     on_return = sym super::on_return,
 );
 

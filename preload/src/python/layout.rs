@@ -2,16 +2,26 @@
 //! `PyObject` is `{ob_refcnt, ob_type}`, preceded by the refchain's two
 //! links on trace-refs builds up to 3.12 (`facts::header_extra`).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 static EXTRA: AtomicUsize = AtomicUsize::new(0);
 /// The interpreter's minor version (3.x).
 static MINOR: AtomicUsize = AtomicUsize::new(0);
+/// The `tp_flags` that put two words of pre-header before an object on
+/// this version (see `pre_header`): one mask, so that the hot paths do not
+/// test the version.
+static MANAGED: AtomicU64 = AtomicU64::new(0);
 
 /// Records the header layout and version of this interpreter (at start).
 pub fn set_header_extra(bytes: usize, minor: usize) {
     EXTRA.store(bytes, Ordering::Relaxed);
     MINOR.store(minor, Ordering::Relaxed);
+    let managed = match minor {
+        ..=10 => 0,
+        11 => MANAGED_DICT,
+        _ => MANAGED_DICT | MANAGED_WEAKREF,
+    };
+    MANAGED.store(managed, Ordering::Relaxed);
 }
 
 /// Word `n` after a type object's `PyVarObject` header: `PyTypeObject`'s
@@ -19,6 +29,7 @@ pub fn set_header_extra(bytes: usize, minor: usize) {
 ///
 /// # Safety
 /// `type_object` is a live type object.
+#[inline(always)]
 unsafe fn type_word(type_object: usize, n: usize) -> *mut usize {
     (type_object + EXTRA.load(Ordering::Relaxed) + 24 + 8 * n) as *mut usize
 }
@@ -43,11 +54,11 @@ const MANAGED_DICT: u64 = 1 << 4;
 ///
 /// # Safety
 /// `type_object` is a live type object.
+#[inline(always)]
 pub unsafe fn pre_header(type_object: usize) -> usize {
     // SAFETY: forwarded.
     let flags = unsafe { type_flags(type_object) };
-    let minor = MINOR.load(Ordering::Relaxed);
-    let managed = (minor >= 11 && flags & MANAGED_DICT != 0) || (minor >= 12 && flags & MANAGED_WEAKREF != 0);
+    let managed = flags & MANAGED.load(Ordering::Relaxed) != 0;
     16 * usize::from(flags & HAVE_GC != 0) + 16 * usize::from(managed)
 }
 
@@ -55,6 +66,7 @@ pub unsafe fn pre_header(type_object: usize) -> usize {
 ///
 /// # Safety
 /// `type_object` is a live type object.
+#[inline(always)]
 pub unsafe fn type_flags(type_object: usize) -> u64 {
     // SAFETY: tp_flags is a field of every type object.
     unsafe { type_word(type_object, TP_FLAGS).cast::<u64>().read() }
@@ -80,6 +92,7 @@ pub unsafe fn traverse_of(type_object: usize) -> usize {
 ///
 /// # Safety
 /// `type_object` is a live type object.
+#[inline(always)]
 pub unsafe fn dealloc_of(type_object: usize) -> usize {
     // SAFETY: tp_dealloc is a field of every type object.
     unsafe { type_word(type_object, TP_DEALLOC).read() }
