@@ -308,15 +308,27 @@ extern "C" fn on_enter(k: usize, registers: *const [usize; 6]) {
         for i in 0..frame.count {
             frame.before[i] = layout::refcount(frame.objects[i]);
         }
-        // A suspect method's arguments (self last) are watched for a few
-        // calls: the slow path of `watch`.
-        let (self_, arguments) = frame.objects[..frame.count].split_first().unwrap_or((&0, &[]));
-        let mut watched = [0usize; ARGUMENTS];
-        let n = arguments.len();
-        watched[..n].copy_from_slice(arguments);
-        watched[n] = *self_;
-        frame.armed = crate::watch::arm_for(k as u32, &watched[..frame.count]);
+        frame.armed = 0;
+        if crate::watch::suspected(k as u32) {
+            frame.armed = arm_arguments(k as u32, frame);
+        }
     }
+}
+
+/// A suspect method's arguments (self last) are watched for a few calls:
+/// the slow path of `watch`.
+///
+/// # Safety
+/// The frame's objects are the arguments of the call being entered.
+#[cold]
+unsafe fn arm_arguments(k: u32, frame: &Frame) -> crate::watch::Armed {
+    let (self_, arguments) = frame.objects[..frame.count].split_first().unwrap_or((&0, &[]));
+    let mut watched = [0usize; ARGUMENTS];
+    let n = arguments.len();
+    watched[..n].copy_from_slice(arguments);
+    watched[n] = *self_;
+    // SAFETY: forwarded (alive for the call; the GIL is held).
+    unsafe { crate::watch::arm_for(k, &watched[..frame.count]) }
 }
 
 /// Called by stub `k` after the method returned `result`: an argument
@@ -330,10 +342,9 @@ extern "C" fn on_exit(k: usize, _registers: *const [usize; 6], result: usize) {
         return;
     }
     let frame = &calls.frames[depth];
-    // How many references the call left on each argument (0 for objects
-    // that are not arguments).
-    let grew = |object: usize| -> u64 {
-        let Some(i) = frame.objects[..frame.count].iter().position(|&o| o == object) else { return 0 };
+    // How many references the call left on argument `i`.
+    let left_on = |i: usize| -> u64 {
+        let object = frame.objects[i];
         // SAFETY: arguments are held by the caller for the whole call.
         let after = unsafe { layout::refcount(object) };
         let (before, returned) = (frame.before[i], u64::from(object == result));
@@ -343,16 +354,20 @@ extern "C" fn on_exit(k: usize, _registers: *const [usize; 6], result: usize) {
             0
         }
     };
-    for &object in &frame.objects[..frame.count] {
-        let left = grew(object);
+    for i in 0..frame.count.min(ARGUMENTS) {
+        let left = left_on(i);
         if left > 0 {
+            let object = frame.objects[i];
             // SAFETY: the GIL is held (the method was called with it).
             unsafe { crate::provenance::growth::note(object, k as u32, left) };
             crate::watch::suspect(k as u32);
         }
     }
     if frame.armed != 0 {
+        let grew = |object: usize| {
+            frame.objects[..frame.count].iter().position(|&o| o == object).is_some_and(|i| left_on(i) > 0)
+        };
         // SAFETY: armed by this thread for this call, which has returned.
-        unsafe { crate::watch::disarm(k as u32, frame.armed, |object| grew(object) > 0) };
+        unsafe { crate::watch::disarm(k as u32, frame.armed, grew) };
     }
 }

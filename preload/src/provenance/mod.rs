@@ -113,14 +113,20 @@ pub extern "C" fn on_return(result: usize, stack_pointer: usize) -> usize {
     // thread's trampolines and this function touch it.
     let shadow = unsafe { &mut *trampolines::shadow() };
     let depth = shadow.depth.min(trampolines::DEPTH);
-    // Usually the top frame; greenlets that switch stacks inside a call can
-    // leave other frames above it.
-    let Some(i) = (0..depth).rev().find(|&i| shadow.frames[i].stack_pointer == stack_pointer) else {
-        lost_return_address();
+    let top = depth.wrapping_sub(1);
+    let frame = if depth > 0 && shadow.frames[top].stack_pointer == stack_pointer {
+        shadow.frames[top]
+    } else {
+        // Greenlets that switch stacks inside a call can leave other frames
+        // above this one.
+        let Some(i) = (0..depth).rev().find(|&i| shadow.frames[i].stack_pointer == stack_pointer) else {
+            lost_return_address();
+        };
+        let frame = shadow.frames[i];
+        shadow.frames.copy_within(i + 1..depth, i);
+        frame
     };
-    let frame = shadow.frames[i];
-    shadow.frames.copy_within(i + 1..depth, i);
-    shadow.depth = depth - 1;
+    shadow.depth = top;
     record(&Call { api: frame.entry, site: frame.return_address, args: frame.args }, result);
     frame.return_address
 }

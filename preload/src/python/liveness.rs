@@ -30,11 +30,11 @@ pub fn install() {
         return;
     }
     let (Some(set), Some(get)) = (lookup(c"PyRefTracer_SetTracer"), lookup(c"PyRefTracer_GetTracer")) else {
-        super::type_deaths::install(true);
-        allocator::install();
+        let freed_seen = allocator::install();
+        super::type_deaths::install(true, freed_seen);
         return;
     };
-    super::type_deaths::install(false);
+    super::type_deaths::install(false, false);
     // SAFETY: both symbols are the 3.13+ functions of these signatures; the
     // GIL is held, as they require.
     unsafe {
@@ -120,9 +120,10 @@ mod allocator {
     /// Hooks `realloc` and `free`; `malloc` and `calloc` stay the
     /// original functions with the original context (an interpreter built
     /// with LTO keeps its inlined fast path for them).
-    pub fn install() {
+    /// Returns whether the hook is in place.
+    pub fn install() -> bool {
         let (Some(get), Some(set)) = (lookup(c"PyMem_GetAllocator"), lookup(c"PyMem_SetAllocator")) else {
-            return;
+            return false;
         };
         // SAFETY: the C-API functions of these signatures; called with the
         // GIL held (caller), as tracemalloc does at run time. ORIGINAL is
@@ -132,11 +133,12 @@ mod allocator {
             let set: GetAllocator = std::mem::transmute(set);
             get(PYMEM_DOMAIN_OBJ, ORIGINAL.0.get());
             if original().free.is_none() {
-                return;
+                return false;
             }
             let mut hook = Allocator { realloc: Some(realloc), free: Some(free), ..original() };
             set(PYMEM_DOMAIN_OBJ, &mut hook);
         }
+        true
     }
 
     unsafe extern "C" fn realloc(_: *mut c_void, block: *mut c_void, size: usize) -> *mut c_void {

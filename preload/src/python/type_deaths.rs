@@ -5,6 +5,11 @@
 //! reference, objects kept on a type's free list included (the allocator
 //! never sees those), and objects of other types cost nothing.
 //!
+//! The types whose instances always give their memory back to the object
+//! allocator when they die (`int`, `str`, `bytes`: no free list keeps
+//! them) are left alone: the allocator hook sees those deaths, and the
+//! most frequent fresh objects then pay one hook per death, not two.
+//!
 //! Classes made by a class statement share the interpreter's
 //! `subtype_dealloc`, which ends in the `tp_dealloc` of the first base that
 //! has another one: that base is the type hooked (hooking a class itself
@@ -25,6 +30,9 @@ static USED: AtomicUsize = AtomicUsize::new(0);
 static CLASS_DEALLOC: AtomicUsize = AtomicUsize::new(0);
 /// Whether deaths are seen this way (before 3.13).
 static HOOKING: AtomicBool = AtomicBool::new(false);
+/// `int`, `str` and `bytes` when the allocator hook sees their deaths;
+/// else zeros.
+static FREED_WHOLE: [AtomicUsize; 3] = [const { AtomicUsize::new(0) }; 3];
 
 core::arch::global_asm!(
     ".pushsection .text.refwatch_death_stubs,\"ax\",@progbits",
@@ -86,12 +94,25 @@ extern "C" fn dying(object: usize) {
 
 /// Learns which function the interpreter's classes deallocate with (Python
 /// must be able to run), and with `hook` turns this way of seeing deaths on
-/// (else the allocator hook alone sees the frees).
-pub fn install(hook: bool) {
+/// (else the allocator hook alone sees the frees). `freed_seen`: the
+/// allocator hook is in place.
+pub fn install(hook: bool, freed_seen: bool) {
+    if freed_seen {
+        for (slot, name) in FREED_WHOLE.iter().zip([c"PyLong_Type", c"PyUnicode_Type", c"PyBytes_Type"]) {
+            slot.store(super::api::export(name), Ordering::Relaxed);
+        }
+    }
     if let Some(dealloc) = runtime::class_dealloc().filter(|&d| d != 0) {
         CLASS_DEALLOC.store(dealloc, Ordering::Release);
         HOOKING.store(hook, Ordering::Release);
     }
+}
+
+/// Whether the deaths of `type_object`'s instances are all frees the
+/// allocator hook sees.
+#[inline(always)]
+fn freed_whole(type_object: usize) -> bool {
+    FREED_WHOLE.iter().any(|t| t.load(Ordering::Relaxed) == type_object)
 }
 
 /// The deallocator that frees the instances of `type_object` in the end:
@@ -140,7 +161,9 @@ pub unsafe fn see_deaths_of(type_object: usize) -> bool {
         return true;
     }
     // SAFETY: forwarded (a live type, the GIL held).
-    unsafe { is_stub(layout::dealloc_of(type_object)) || hook(type_object, class) }
+    unsafe {
+        is_stub(layout::dealloc_of(type_object)) || freed_whole(type_object) || hook(type_object, class)
+    }
 }
 
 /// The slow path of `see_deaths_of`.
@@ -153,7 +176,7 @@ unsafe fn hook(type_object: usize, class: usize) -> bool {
     unsafe {
         let Some(type_object) = deallocating_type(type_object, class) else { return false };
         let dealloc = layout::dealloc_of(type_object);
-        if is_stub(dealloc) {
+        if is_stub(dealloc) || freed_whole(type_object) {
             return true;
         }
         let k = USED.load(Ordering::Relaxed);

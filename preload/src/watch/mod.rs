@@ -209,6 +209,14 @@ crate::sys::static_thread_block!(fn watches_block() -> Watches, "refwatch_watche
 /// The slots armed for one call (a bit per slot).
 pub type Armed = u8;
 
+/// Whether `method` is a suspect whose calls may be watched (`arm_for`
+/// would arm something): the check every method call makes.
+#[inline(always)]
+pub fn suspected(method: u32) -> bool {
+    let m = method as usize;
+    STATE.load(Ordering::Relaxed) == ON && m < METHODS && SUSPECT[m].load(Ordering::Relaxed) != 0
+}
+
 /// Arms watchpoints on some of `objects` (the arguments of a call of
 /// `method`) if the method is a suspect and the limits allow.
 ///
@@ -216,10 +224,7 @@ pub type Armed = u8;
 /// The objects are alive for the call; the caller holds the GIL.
 pub unsafe fn arm_for(method: u32, objects: &[usize]) -> Armed {
     let m = method as usize;
-    if STATE.load(Ordering::Relaxed) != ON || m >= METHODS || SUSPECT[m].load(Ordering::Relaxed) == 0 {
-        return 0;
-    }
-    if !another_call(&ARMED[m]) {
+    if !suspected(method) || !another_call(&ARMED[m]) {
         return 0;
     }
     let mut armed: Armed = 0;
