@@ -7,7 +7,7 @@
 //! work for any signature, variadic ones included; an object is followed
 //! only when it is fresh (refcount 1 on return: a new object the extension
 //! now owns alone, not a cached or shared one). It stops being followed
-//! when it is freed: by the interpreter's reference tracer (3.13+, every
+//! when it is freed: by the interpreter's reference tracer (3.14+, every
 //! object), by the extension's own `_Py_Dealloc`, and, at a check, when the
 //! address holds an object of another type.
 

@@ -222,6 +222,15 @@ pub unsafe fn is_interned(str: usize) -> bool {
     unsafe { ((str + EXTRA.load(Ordering::Relaxed) + 32) as *const u32).read() & 3 != 0 }
 }
 
+/// Whether the reference tracer (`PyRefTracer_SetTracer`, 3.13+) is told
+/// of every death. Not on 3.13: its eval loop deallocates with its own
+/// `Py_DECREF` that skips the tracer (CPython gh-130382, fixed in 3.13.3),
+/// and its specialized instructions free ints and strs without it
+/// (gh-127705, fixed in 3.14).
+pub fn tracer_sees_every_death() -> bool {
+    MINOR.load(Ordering::Relaxed) >= 14
+}
+
 /// The size of pymalloc's pools: 16 KiB from 3.10 on 64-bit builds (with
 /// the radix tree), 4 KiB before.
 pub fn pymalloc_pool_size() -> usize {

@@ -1,12 +1,14 @@
 //! Seeing objects die, so provenance forgets them: the interpreter's
-//! reference tracer (3.13+) reports every object's destruction, release
-//! builds included. Before 3.13, the `tp_dealloc` of each type whose
-//! objects are followed is hooked (`type_deaths`: every death through the
-//! type, free-listed objects included), and the object allocator's `free`
-//! and `realloc` (the way tracemalloc hooks the allocator) see the memory
-//! of objects freed without their `tp_dealloc` (the specialized
-//! instructions of 3.11 and 3.12 free an exact int, float or str directly)
-//! and of objects that move when resized.
+//! reference tracer (3.14+) reports every object's destruction, release
+//! builds included. Before, the `tp_dealloc` of each type whose objects
+//! are followed is hooked (`type_deaths`: every death through the type,
+//! free-listed objects included), and the object allocator's `free` and
+//! `realloc` (the way tracemalloc hooks the allocator) see the memory of
+//! objects freed without their `tp_dealloc` (the specialized instructions
+//! of 3.11 to 3.13 free an exact int, float or str directly) and of objects
+//! that move when resized. 3.13 has the tracer, but its eval loop and its
+//! specialized instructions release without telling it
+//! (`layout::tracer_sees_every_death`).
 
 use super::api::{api, lookup};
 use crate::provenance;
@@ -29,7 +31,8 @@ pub fn install() {
     if !api().is_some_and(|a| a.can_run_python()) {
         return;
     }
-    let (Some(set), Some(get)) = (lookup(c"PyRefTracer_SetTracer"), lookup(c"PyRefTracer_GetTracer")) else {
+    let tracer = (lookup(c"PyRefTracer_SetTracer"), lookup(c"PyRefTracer_GetTracer"));
+    let (Some(set), Some(get), true) = (tracer.0, tracer.1, super::layout::tracer_sees_every_death()) else {
         let freed_seen = allocator::install();
         super::type_deaths::install(true, freed_seen);
         return;
@@ -77,7 +80,7 @@ pub unsafe fn seen_dying(type_object: usize) -> bool {
     unsafe { super::type_deaths::see_deaths_of(type_object) }
 }
 
-/// The object allocator hook (before 3.13).
+/// The object allocator hook (before 3.14).
 mod allocator {
     use super::lookup;
     use crate::provenance;

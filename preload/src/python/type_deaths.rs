@@ -1,4 +1,4 @@
-//! Seeing objects die by their type, before 3.13: the `tp_dealloc` of each
+//! Seeing objects die by their type, before 3.14: the `tp_dealloc` of each
 //! type whose objects provenance follows is pointed at a stub of refwatch's
 //! own that tells provenance, then jumps to the type's real `tp_dealloc`.
 //! Every death through the type passes there, whoever releases the last
@@ -28,7 +28,7 @@ static ORIGINAL: [AtomicUsize; STUBS] = [const { AtomicUsize::new(0) }; STUBS];
 static USED: AtomicUsize = AtomicUsize::new(0);
 /// `subtype_dealloc`; 0 until found.
 static CLASS_DEALLOC: AtomicUsize = AtomicUsize::new(0);
-/// Whether deaths are seen this way (before 3.13).
+/// Whether deaths are seen this way (before 3.14).
 static HOOKING: AtomicBool = AtomicBool::new(false);
 /// `int`, `str` and `bytes` when the allocator hook sees their deaths;
 /// else zeros.
