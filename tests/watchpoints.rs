@@ -21,9 +21,14 @@ fn fixture_for(py: &Python) -> Built {
 /// Calls `extra_ref.<call>(o)` once for each of 40 lists, spread over
 /// `threads` threads.
 fn driver(call: &str, threads: usize) -> String {
+    driver_n(call, threads, 40)
+}
+
+/// `driver` on `lists` lists.
+fn driver_n(call: &str, threads: usize, lists: usize) -> String {
     format!(
         "import extra_ref, threading\n\
-         owned = [[] for _ in range(40)]\n\
+         owned = [[] for _ in range({lists})]\n\
          def work(part):\n    for o in part:\n        extra_ref.{call}(o)\n\
          parts = [owned[t::{threads}] for t in range({threads})]\n\
          ts = [threading.Thread(target=work, args=(p,)) for p in parts]\n\
@@ -87,6 +92,45 @@ fn an_inline_extra_increment_is_pinned_to_its_line_and_falls_back_to_function_le
                 "{call} with watchpoints off: expected function level: {f:#?}"
             );
         }
+        Ok(())
+    });
+}
+
+/// Under `REFWATCH_SAMPLE`, one method call in N is followed: the method
+/// that leaves references is still found, at function level with an
+/// estimated count when watchpoints are off; once it is a suspect its calls
+/// are all followed, so that a watchpoint still pins the line.
+#[test]
+fn sampled_method_calls_still_find_and_pin_an_inline_extra_increment() {
+    on_every_python("sampled methods", |py| {
+        let built = fixture_for(py);
+        let line = marker_line("extra_ref.c", "extra-incref");
+        let code = driver_n("keep", 1, 400);
+        let r = run(py, &[&built], &code, Agent::Json(&[("REFWATCH_SAMPLE", "10")]));
+        ensure!(r.stdout == "ok\n", "{}", r.describe());
+        let (findings, _) = r.summary_findings()?;
+        let f = only_leak(&findings)?;
+        if refused(f) {
+            loud(&format!("SKIP exact line on {}: {}", py.label, f.evidence));
+        } else {
+            ensure!(
+                f.precision == Precision::Exact
+                    && f.line == Some(line)
+                    && f.function.as_deref() == Some("keep"),
+                "sampled, watched: expected exact at extra_ref.c:{line}: {f:#?}"
+            );
+        }
+        let off = Agent::Json(&[("REFWATCH_SAMPLE", "10"), ("REFWATCH_WATCHPOINTS", "off")]);
+        let r = run(py, &[&built], &code, off);
+        let (findings, _) = r.summary_findings()?;
+        let f = only_leak(&findings)?;
+        ensure!(
+            f.precision == Precision::Function
+                && f.function.as_deref() == Some("keep")
+                && (100..=1600).contains(&f.count)
+                && f.evidence.contains("about"),
+            "sampled, unwatched: expected function level with an estimate of 400: {f:#?}"
+        );
         Ok(())
     });
 }

@@ -69,6 +69,8 @@ macro_rules! static_thread_block {
         core::arch::global_asm!(
             ".section .tbss,\"awT\",@nobits",
             ".p2align 4",
+            // Global (hidden: within refwatch), for assembly elsewhere.
+            concat!(".globl ", $symbol),
             concat!(".hidden ", $symbol),
             concat!(".type ", $symbol, ",@object"),
             concat!(".size ", $symbol, ", {size}"),

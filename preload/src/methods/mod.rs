@@ -72,6 +72,7 @@ unsafe fn wrap_table(defs: usize) {
         }
         stubs::REAL[k].store(meth, Ordering::Relaxed);
         FLAGS[k].store(flags as u32, Ordering::Relaxed);
+        stubs::GATE.store(u8::from(crate::count::sample() > 1), Ordering::Relaxed);
         // SAFETY: `ml_meth` of a table entry: an aligned pointer-sized field
         // of the extension's data; the write lifts RELRO protection when
         // the (const) table lies there.
@@ -219,13 +220,22 @@ struct Frame {
     armed: crate::watch::Armed,
     /// The method's stub.
     method: u32,
+    /// Whether sampling chose this call (every call without sampling);
+    /// not when it is followed only because the method is a suspect. Only
+    /// these calls' growth is noted: its counts are scaled by N.
+    sampled: bool,
 }
 
 #[repr(C)]
 struct Calls {
     depth: usize,
+    /// Under sampling: calls left until the next followed one (0 or 1:
+    /// follow). Read by the stubs (`stubs::COUNTDOWN_OFFSET`).
+    countdown: u64,
     frames: [Frame; DEPTH],
 }
+
+const _: () = assert!(std::mem::offset_of!(Calls, countdown) == stubs::COUNTDOWN_OFFSET);
 
 crate::sys::static_thread_block!(fn calls_block() -> Calls, "refwatch_method_calls");
 
@@ -294,6 +304,13 @@ unsafe fn arguments(flags: u32, registers: &[usize; 6], out: &mut [usize; ARGUME
 /// Called by stub `k` before the method: notes its arguments' refcounts.
 extern "C" fn on_enter(k: usize, registers: *const [usize; 6]) {
     let calls = calls();
+    // Under sampling, the gate let the call through when its countdown ran
+    // out (0, or wrapped from 0) or else for a suspect.
+    let sampling = stubs::GATE.load(Ordering::Relaxed) != 0;
+    let sampled = !sampling || calls.countdown.wrapping_add(1) <= 1;
+    if sampling && sampled {
+        calls.countdown = crate::count::next_gap();
+    }
     let depth = calls.depth;
     calls.depth += 1;
     if depth >= DEPTH {
@@ -301,6 +318,7 @@ extern "C" fn on_enter(k: usize, registers: *const [usize; 6]) {
     }
     let frame = &mut calls.frames[depth];
     frame.method = k as u32;
+    frame.sampled = sampled;
     // SAFETY: the stub passes its saved argument registers; the method's
     // flags say how to read them; the arguments are alive for the call.
     unsafe {
@@ -357,9 +375,10 @@ extern "C" fn on_exit(k: usize, _registers: *const [usize; 6], result: usize) {
     for i in 0..frame.count.min(ARGUMENTS) {
         let left = left_on(i);
         if left > 0 {
-            let object = frame.objects[i];
-            // SAFETY: the GIL is held (the method was called with it).
-            unsafe { crate::provenance::growth::note(object, k as u32, left) };
+            if frame.sampled {
+                // SAFETY: the GIL is held (the method was called with it).
+                unsafe { crate::provenance::growth::note(frame.objects[i], k as u32, left) };
+            }
             crate::watch::suspect(k as u32);
         }
     }

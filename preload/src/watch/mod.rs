@@ -46,7 +46,7 @@ const EVENTS: usize = 32;
 /// threads started during the call are always watched).
 const OTHER_THREADS: usize = 32;
 /// Methods that can be suspects (the stubs of `methods`).
-const METHODS: usize = 512;
+pub(crate) const METHODS: usize = 512;
 
 /// Whether arming is possible: on until refused or turned off.
 static STATE: AtomicU8 = AtomicU8::new(UNSET);
@@ -68,7 +68,7 @@ static ARMED_IN_ALL: AtomicU32 = AtomicU32::new(0);
 /// Watches armed right now, on any thread (frees check it first).
 static ARMED_NOW: AtomicU32 = AtomicU32::new(0);
 /// Per method: calls that left references (suspicion), calls armed.
-static SUSPECT: [AtomicU32; METHODS] = [const { AtomicU32::new(0) }; METHODS];
+pub(crate) static SUSPECT: [AtomicU32; METHODS] = [const { AtomicU32::new(0) }; METHODS];
 static ARMED: [AtomicU32; METHODS] = [const { AtomicU32::new(0) }; METHODS];
 /// Per method: the call site whose borrowed or given-away reference was
 /// released without being owned (an `origin` over-release), and calls
@@ -165,6 +165,11 @@ pub fn unavailable() -> Option<String> {
 
 /// A call of `method` left references on an argument.
 pub fn suspect(method: u32) {
+    // Only when watches may be armed: a suspect's calls are followed even
+    // under sampling (`methods::stubs`), for nothing otherwise.
+    if STATE.load(Ordering::Relaxed) != ON {
+        return;
+    }
     if let Some(s) = SUSPECT.get(method as usize) {
         s.fetch_add(1, Ordering::Relaxed);
     }
