@@ -18,6 +18,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// (made for the program's forks) leave this one alone.
 static FORKING: AtomicBool = AtomicBool::new(false);
 
+/// Set in the copy.
+static IN_COPY: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process is a copy made by `in_copy` (which ends after its
+/// work: its memory may be given back as the work reads it).
+pub fn in_the_copy() -> bool {
+    IN_COPY.load(Ordering::Relaxed)
+}
+
 /// Whether the fork in progress is refwatch's own.
 pub fn forking() -> bool {
     FORKING.load(Ordering::Acquire)
@@ -66,6 +75,7 @@ pub fn in_copy<T: Serialize + DeserializeOwned>(work: impl FnOnce() -> T) -> Res
 }
 
 fn child<T: Serialize>(write_end: i32, work: impl FnOnce() -> T) -> ! {
+    IN_COPY.store(true, Ordering::Relaxed);
     for signal in [libc::SIGSEGV, libc::SIGBUS, libc::SIGABRT, libc::SIGFPE, libc::SIGILL] {
         // SAFETY: restoring the default disposition has no preconditions.
         unsafe { libc::signal(signal, libc::SIG_DFL) };

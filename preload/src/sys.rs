@@ -41,6 +41,13 @@ pub fn env(name: &str) -> Option<String> {
 /// A new zeroed, private, anonymous mapping of `bytes`, or `None`. Pages
 /// are only backed once touched, and no swap is reserved for them: the
 /// agent's tables are sized for the worst case and mostly stay untouched.
+/// The system's page size.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
+}
+
 pub fn zeroed_mapping(bytes: usize) -> Option<*mut u8> {
     // SAFETY: an anonymous private mapping with no address hint has no
     // preconditions; the result is checked against MAP_FAILED.

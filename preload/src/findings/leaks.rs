@@ -40,16 +40,52 @@ use std::collections::HashMap;
 /// Unheld objects from one site that make a leak.
 pub const LEAK_MIN_OBJECTS: u64 = 2;
 
-/// An object alive at the check with what refwatch knows of it (kept
-/// small: a check may hold a million of them).
+/// What refwatch knows of an object alive at the check, kept small (24
+/// bytes: a check may hold a million of them); its address is at the same
+/// index in `Suspects::objects`.
 struct Suspect {
-    object: usize,
-    refcount: u64,
-    /// The call site that created it, and the C-API function.
-    created: Option<(usize, u8)>,
-    /// Its visible increments and the growth method calls left, which few
+    /// The call site that created it; 0 when it was not followed from its
+    /// creation.
+    site: usize,
+    /// Its refcount (saturated: no object has more).
+    refcount: u32,
+    /// Its index in `Suspects::more`, plus one; 0 for none.
+    more: u32,
+    /// The C-API function that created it.
+    api: u8,
+}
+
+impl Suspect {
+    fn created(&self) -> Option<(usize, u8)> {
+        (self.site != 0).then_some((self.site, self.api))
+    }
+}
+
+/// The objects alive at the check that refwatch knows something of.
+#[derive(Default)]
+struct Suspects {
+    objects: Vec<usize>,
+    known: Vec<Suspect>,
+    /// The visible increments and the growth method calls left, which few
     /// objects have.
-    more: Option<Box<More>>,
+    more: Vec<More>,
+}
+
+impl Suspects {
+    fn push(&mut self, object: usize, refcount: u64, created: Option<(usize, u8)>, more: Option<More>) {
+        let more = more.map_or(0, |m| {
+            self.more.push(m);
+            self.more.len() as u32
+        });
+        let (site, api) = created.unwrap_or((0, 0));
+        let refcount = u32::try_from(refcount).unwrap_or(u32::MAX);
+        self.objects.push(object);
+        self.known.push(Suspect { site, refcount, more, api });
+    }
+
+    fn more_of(&self, s: &Suspect) -> Option<&More> {
+        (s.more as usize).checked_sub(1).map(|i| &self.more[i])
+    }
 }
 
 #[derive(Default)]
@@ -105,13 +141,13 @@ pub fn check() -> Option<(Vec<Finding>, Vec<Held>)> {
 
 fn check_now() -> Option<(Vec<Finding>, Vec<Held>)> {
     let memory = Readable::now();
-    let suspects = suspects(&memory);
-    if suspects.is_empty() {
+    let mut suspects = suspects(&memory);
+    if suspects.objects.is_empty() {
         return Some((Vec::new(), Vec::new()));
     }
-    let chosen: heap::Chosen = suspects.iter().enumerate().map(|(i, s)| (s.object, i as u32)).collect();
+    let chosen = heap::Chosen::new(std::mem::take(&mut suspects.objects));
     // References that holders make to each suspect: C statics and the heap.
-    let mut held_by = vec![0u32; suspects.len()];
+    let mut held_by = vec![0u32; suspects.known.len()];
     // SAFETY: checks run with the GIL held; the suspects are alive.
     if unsafe { heap::count_holders(&chosen, &mut held_by, &memory) }.is_none() {
         static TOLD: std::sync::Once = std::sync::Once::new();
@@ -120,29 +156,29 @@ fn check_now() -> Option<(Vec<Finding>, Vec<Held>)> {
         });
         return None;
     }
-    drop(chosen);
+    let objects = chosen.into_objects();
     let mut tallies: HashMap<Blame, Tally> = HashMap::new();
-    for (s, &held_by) in suspects.iter().zip(&held_by) {
+    for ((&object, s), &held_by) in objects.iter().zip(&suspects.known).zip(&held_by) {
         let held_by = u64::from(held_by);
-        let (ledger, growth) = s.more.as_deref().map_or((None, None), |m| (m.ledger, m.growth));
-        let unheld = s.refcount.saturating_sub(held_by);
+        let (ledger, growth) = suspects.more_of(s).map_or((None, None), |m| (m.ledger, m.growth));
+        let unheld = u64::from(s.refcount).saturating_sub(held_by);
         let by_increment = ledger.map_or(0, |e| e.net.max(0) as u64).min(unheld);
         let rest = unheld - by_increment;
         // An object the interpreter shares (an interned str) has holders
         // no walk sees: never blamed on its creation either.
-        let by_creation = if s.created.is_some() && !shared(s.object) { rest } else { 0 };
+        let by_creation = if s.site != 0 && !shared(object) { rest } else { 0 };
         // Only when the method calls left exactly the unheld references, on
         // an object the interpreter does not share from places refwatch
         // cannot see (static objects, small ints, interned strings).
         let by_calls = match growth {
-            Some(g) if s.created.is_none() && rest > 0 && rest == g.net && !shared(s.object) => rest,
+            Some(g) if s.site == 0 && rest > 0 && rest == g.net && !shared(object) => rest,
             _ => 0,
         };
         let blames = [
             (by_increment, ledger.and_then(|e| increment_blame(&e))),
             (
                 by_creation,
-                s.created.map(|(site, _)| Blame {
+                s.created().map(|(site, _)| Blame {
                     place: report::place_of(site),
                     candidates: Vec::new(),
                     how: How::Created,
@@ -158,10 +194,10 @@ fn check_now() -> Option<(Vec<Finding>, Vec<Held>)> {
             tally.references += references;
             tally.orphans += u64::from(held_by == 0);
             // SAFETY: the object is alive (checked in `suspects`); its type too.
-            let type_name = unsafe { layout::type_name(layout::type_of(s.object)) };
+            let type_name = unsafe { layout::type_name(layout::type_of(object)) };
             *tally.types.entry(type_name).or_default() += 1;
             let api = match how {
-                How::Created => s.created.map_or("?", |(_, api)| apis::name(api as usize)),
+                How::Created => s.created().map_or("?", |(_, api)| apis::name(api as usize)),
                 _ => "Py_INCREF",
             };
             *tally.apis.entry(api).or_default() += 1;
@@ -172,7 +208,7 @@ fn check_now() -> Option<(Vec<Finding>, Vec<Held>)> {
 
 /// Followed objects and objects with unmatched visible increments that are
 /// still alive (their address still holds an object of their type).
-fn suspects(readable: &Readable) -> Vec<Suspect> {
+fn suspects(readable: &Readable) -> Suspects {
     // The maps are keyed by memory block; the object follows its pre-header.
     // Objects with increments or growth, by object: their type then, and
     // what is known.
@@ -200,25 +236,31 @@ fn suspects(readable: &Readable) -> Vec<Suspect> {
         let (type_object, refcount) = unsafe { (layout::type_of(object), layout::refcount(object)) };
         (expected(type_object) && (1..layout::IMMORTAL).contains(&refcount)).then_some(refcount)
     };
-    let mut suspects = Vec::new();
+    let mut suspects = Suspects::default();
     // SAFETY: as above.
+    let followed = unsafe { tracked::len() } + more.len();
+    suspects.objects.reserve_exact(followed);
+    suspects.known.reserve_exact(followed);
+    let mut visit = |block, origin: Origin| {
+        let object = block + origin.pre_header as usize;
+        let known = more.remove(&object).map(|(_, m)| m);
+        if let Some(refcount) = alive(object, &|t| origin.is_type(t)) {
+            suspects.push(object, refcount, Some((origin.site, origin.api)), known);
+        }
+    };
+    // SAFETY: as above. A copy of the process that ends after the check
+    // gives the map's memory back as it reads it: its peak then stays near
+    // the program's.
     unsafe {
-        tracked::for_each(|block, origin: Origin| {
-            let object = block + origin.pre_header as usize;
-            let known = more.remove(&object).map(|(_, m)| Box::new(m));
-            if let Some(refcount) = alive(object, &|t| origin.is_type(t)) {
-                suspects.push(Suspect {
-                    object,
-                    refcount,
-                    created: Some((origin.site, origin.api)),
-                    more: known,
-                });
-            }
-        })
+        if crate::isolate::in_the_copy() {
+            tracked::read_out(&mut visit)
+        } else {
+            tracked::for_each(&mut visit)
+        }
     };
     for (object, (expected, known)) in more {
         if let Some(refcount) = alive(object, &|t| t == expected) {
-            suspects.push(Suspect { object, refcount, created: None, more: Some(Box::new(known)) });
+            suspects.push(object, refcount, None, Some(known));
         }
     }
     suspects

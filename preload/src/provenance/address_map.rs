@@ -228,6 +228,51 @@ impl<V: Copy + Default> AddressMap<V> {
         }
     }
 
+    /// Entries in the map.
+    ///
+    /// # Safety
+    /// The caller holds the GIL.
+    pub unsafe fn len(&self) -> usize {
+        // SAFETY: forwarded.
+        unsafe { self.table() }.map_or(0, |t| t.len)
+    }
+
+    /// `for_each` that gives the memory of the slots back to the system as
+    /// it reads them: the map is empty after. Only for a copy of the
+    /// process that ends after a check (`isolate`): its pages are its own,
+    /// and the copy then needs no more than the program had.
+    ///
+    /// # Safety
+    /// The caller holds the GIL; nothing uses the map's entries after.
+    pub unsafe fn read_out(&self, mut f: impl FnMut(usize, V)) {
+        // SAFETY: forwarded.
+        let Some(t) = (unsafe { self.table() }) else { return };
+        const STEP: usize = 2 << 20;
+        let (base, bytes) = (t.slots as usize, t.capacity * size_of::<Slot<V>>());
+        let mut released = 0; // bytes from base given back
+        for i in 0..t.capacity {
+            let slot = *t.slot(i);
+            if slot.key != 0 {
+                f(slot.key, slot.value);
+            }
+            // The pages wholly read, a step at a time (the mapping starts
+            // on a page).
+            let read = (i + 1) * size_of::<Slot<V>>();
+            if read - released >= STEP || read == bytes {
+                let end = if read == bytes { bytes } else { read & !(crate::sys::page_size() - 1) };
+                // SAFETY: [base + released, base + end) lies in the map's
+                // own mapping, its slots are read, and nothing reads them
+                // again (caller's contract); they read as zeros (empty) if
+                // anything did.
+                unsafe {
+                    libc::madvise((base + released) as *mut libc::c_void, end - released, libc::MADV_DONTNEED)
+                };
+                released = end;
+            }
+        }
+        t.len = 0;
+    }
+
     /// Removes everything.
     ///
     /// # Safety

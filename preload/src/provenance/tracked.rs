@@ -163,6 +163,30 @@ pub unsafe fn for_each(mut f: impl FnMut(usize, Origin)) {
     }
 }
 
+/// Followed objects.
+///
+/// # Safety
+/// The caller holds the GIL.
+pub unsafe fn len() -> usize {
+    // SAFETY: forwarded (GIL held).
+    unsafe { OLD.len() + (*YOUNG.0.get()).iter().filter(|y| y.block != 0).count() }
+}
+
+/// `for_each` that gives the map's memory back as it reads it (see
+/// `AddressMap::read_out`): for a check in a copy of the process.
+///
+/// # Safety
+/// As for `AddressMap::read_out`.
+pub unsafe fn read_out(mut f: impl FnMut(usize, Origin)) {
+    // SAFETY: forwarded (GIL held).
+    unsafe {
+        OLD.read_out(&mut f);
+        for young in (*YOUNG.0.get()).iter().filter(|y| y.block != 0) {
+            f(young.block, young.origin);
+        }
+    }
+}
+
 /// Forgets everything.
 ///
 /// # Safety

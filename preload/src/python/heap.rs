@@ -32,8 +32,7 @@ use std::ffi::{c_int, c_void};
 type Visit = unsafe extern "C" fn(*mut PyObject, *mut c_void) -> c_int;
 type Traverse = unsafe extern "C" fn(*mut PyObject, Visit, *mut c_void) -> c_int;
 
-/// The objects counted, each with its index in `counts`.
-pub type Chosen = FxHashMap<usize, u32>;
+pub use super::chosen::Chosen;
 
 /// Types whose objects hold no references (ints, strs, bytes and bools by
 /// their flags; these by address): not read.
@@ -97,7 +96,7 @@ struct Walk<'a> {
 }
 
 /// Adds to `counts[i]` the references holders make to each chosen object
-/// (`chosen[object] == i`). `None` if the interpreter could not be asked
+/// (`chosen.get(object) == Some(i)`). `None` if the interpreter could not be asked
 /// for its gc objects.
 ///
 /// # Safety
@@ -139,7 +138,7 @@ pub unsafe fn count_holders(chosen: &Chosen, counts: &mut [u32], memory: &Readab
     };
     // What a chosen object holds is held (only the root of a leaked
     // structure is a leak): untracked chosen containers are walked too.
-    for &object in chosen.keys() {
+    for &object in chosen.objects() {
         // SAFETY: chosen objects are alive (caller's contract).
         unsafe { walk.meet(object) };
     }
@@ -303,7 +302,7 @@ impl Walk<'_> {
                 self.count(word);
                 // SAFETY: a tuple the code object holds is alive.
                 unsafe { self.meet(word) };
-            } else if self.chosen.contains_key(&word) {
+            } else if self.chosen.contains(word) {
                 // SAFETY: a chosen object is alive, and so is its type.
                 if unsafe { self.atomic.contains(type_object) } {
                     self.count(word);
@@ -330,8 +329,8 @@ impl Walk<'_> {
 
     /// Counts one reference to `object` if it is chosen; says whether it is.
     fn count(&mut self, object: usize) -> bool {
-        let Some(&i) = self.chosen.get(&object) else { return false };
-        self.counts[i as usize] += 1;
+        let Some(i) = self.chosen.get(object) else { return false };
+        self.counts[i] += 1;
         true
     }
 
@@ -378,13 +377,13 @@ impl Walk<'_> {
         }
         // SAFETY: caller's contract: the fixed part lies inside the object.
         let words = unsafe { fixed_part(object, layout::basicsize(type_object)) };
-        let mut named: Vec<usize> = words.iter().copied().filter(|w| self.chosen.contains_key(w)).collect();
+        let mut named: Vec<usize> = words.iter().copied().filter(|&w| self.chosen.contains(w)).collect();
         // SAFETY: forwarded.
         if unsafe { self.defined_by_extension(type_object) } {
-            for &word in words.iter().filter(|w| !self.chosen.contains_key(w)) {
+            for &word in words.iter().filter(|&&w| !self.chosen.contains(w)) {
                 // SAFETY: only readable memory is read (`block_words`).
                 if let Some(block) = unsafe { blocks::block_words(word, self.memory) } {
-                    named.extend(block.iter().copied().filter(|w| self.chosen.contains_key(w)));
+                    named.extend(block.iter().copied().filter(|&w| self.chosen.contains(w)));
                 }
             }
         }
@@ -432,7 +431,7 @@ impl Walk<'_> {
         // SAFETY: caller's contract; PyDict_Next reads the table in place.
         while unsafe { (self.api.dict_next)(dict as *mut PyObject, &mut at, &mut key, &mut value) } != 0 {
             items += 1;
-            if self.chosen.contains_key(&(key as usize)) {
+            if self.chosen.contains(key as usize) {
                 keys.push(key as usize);
             }
         }

@@ -4,6 +4,7 @@
 
 pub mod api;
 mod blocks;
+mod chosen;
 pub mod facts;
 pub mod heap;
 pub mod layout;
