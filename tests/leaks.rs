@@ -49,6 +49,7 @@ const LEAKY: &[(&str, &str)] = &[
     ("leaks.tag(kept_dict, 'k%d-%d' % (t, i))", "leak-setitem"),
     ("swallow(leaks.checked, -1)", "leak-error-path"),
     ("leaks.Holder(i)", "leak-member"),
+    ("leaks.grown(i)", "leak-resized"),
 ];
 
 const CORRECT: &[&str] = &[
@@ -61,6 +62,7 @@ const CORRECT: &[&str] = &[
     "swallow(leaks.checked_ok, -1)",
     "swallow(leaks.checked_ok, 5)",
     "leaks.HolderOk(i)",
+    "leaks.grown_ok(i)",
     "leaks.constant()",
     "leaks.square(i % 7)",
 ];

@@ -387,12 +387,96 @@ pub unsafe fn block_freed(block: usize) {
     }
 }
 
+/// The last followed object the reference tracer reported dead, with its
+/// origin, until the tracer reports a creation: 3.14+ reports a resize as
+/// a death before the `realloc` and a creation after it, so the object is
+/// followed again where `realloc` left it (`block_reallocated`).
+struct LastDeath(std::cell::UnsafeCell<(usize, Origin)>);
+
+// SAFETY: touched only with the GIL held (tracer events and the object
+// allocator run with it).
+unsafe impl Sync for LastDeath {}
+
+static LAST_DEATH: LastDeath = LastDeath(std::cell::UnsafeCell::new((0, Origin::NONE)));
+
+/// The reference tracer reports `object`'s death: `forget`, remembering
+/// its origin for a `realloc` that follows.
+///
+/// # Safety
+/// As for `forget`.
+#[inline(always)]
+pub unsafe fn forget_reported(object: usize) {
+    // SAFETY: forwarded (GIL held).
+    if ENABLED.load(Ordering::Relaxed) && unsafe { address_map::maybe_present_any3(object - 32) } {
+        // SAFETY: forwarded.
+        unsafe { forget_remembering(object) };
+    }
+}
+
+/// # Safety
+/// As for `forget`.
+#[inline(never)]
+unsafe fn forget_remembering(object: usize) {
+    // SAFETY: forwarded; LAST_DEATH is GIL-serialized.
+    unsafe {
+        let block = key_of(object);
+        if let Some(origin) = take_block(block) {
+            *LAST_DEATH.0.get() = (block, origin);
+        }
+    }
+}
+
+/// The reference tracer reports a creation: the last death was no resize.
+///
+/// # Safety
+/// The caller holds the GIL.
+#[inline(always)]
+pub unsafe fn creation_reported() {
+    // SAFETY: GIL-serialized.
+    let last = unsafe { &mut *LAST_DEATH.0.get() };
+    if last.0 != 0 {
+        last.0 = 0;
+    }
+}
+
+/// Whether `block` held the followed object whose death the tracer just
+/// reported (a `realloc` of it is a resize).
+///
+/// # Safety
+/// The caller holds the GIL.
+#[inline(always)]
+pub unsafe fn died_just_now(block: usize) -> bool {
+    // SAFETY: GIL-serialized.
+    block != 0 && unsafe { (*LAST_DEATH.0.get()).0 } == block
+}
+
+/// `realloc` resized the memory block at `from`, now at `to` (a tuple,
+/// bytes or str that grew or shrank): follow its object there.
+///
+/// # Safety
+/// The caller holds the GIL; `to` holds the resized object.
+pub unsafe fn block_reallocated(from: usize, to: usize) {
+    // SAFETY: GIL-serialized; the object at `to` is the one resized.
+    unsafe {
+        let last = &mut *LAST_DEATH.0.get();
+        if from != 0 && last.0 == from {
+            last.0 = 0;
+            let origin = last.1;
+            if origin.is_type(layout::type_of(to + origin.pre_header as usize)) {
+                tracked::insert(to, origin);
+            }
+        } else if from != to {
+            block_moved(from, to);
+        }
+    }
+}
+
 /// The memory block at `from` was moved to `to` by `realloc` (a resized
 /// tuple, bytes or str): follow its object at the new address.
 ///
 /// # Safety
 /// The caller holds the GIL.
-pub unsafe fn block_moved(from: usize, to: usize) {
+unsafe fn block_moved(from: usize, to: usize) {
     // SAFETY: the caller holds the GIL.
     if !ENABLED.load(Ordering::Relaxed) || !unsafe { address_map::maybe_present(from) } {
         return;

@@ -29,6 +29,9 @@ pub struct Origin {
 const _: () = assert!(super::trampolines::ENTRIES <= 256 && size_of::<Origin>() == 16);
 
 impl Origin {
+    /// No origin (a placeholder).
+    pub const NONE: Origin = Origin { site: 0, type_tag: 0, api: 0, pre_header: 0 };
+
     pub fn new(site: usize, type_object: usize, api: usize, pre_header: usize) -> Origin {
         Origin { site, type_tag: type_object as u32, api: api as u8, pre_header: pre_header as u8 }
     }
@@ -61,9 +64,7 @@ struct Nursery(UnsafeCell<[Young; NURSERY]>);
 // SAFETY: touched only with the GIL held, like the maps.
 unsafe impl Sync for Nursery {}
 
-static YOUNG: Nursery = Nursery(UnsafeCell::new(
-    [Young { block: 0, origin: Origin { site: 0, type_tag: 0, api: 0, pre_header: 0 } }; NURSERY],
-));
+static YOUNG: Nursery = Nursery(UnsafeCell::new([Young { block: 0, origin: Origin::NONE }; NURSERY]));
 
 /// Followed objects that outlived their nursery slot.
 static OLD: AddressMap<Origin> = AddressMap::new();

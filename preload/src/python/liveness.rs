@@ -2,13 +2,13 @@
 //! reference tracer (3.14+) reports every object's destruction, release
 //! builds included. Before, the `tp_dealloc` of each type whose objects
 //! are followed is hooked (`type_deaths`: every death through the type,
-//! free-listed objects included), and the object allocator's `free` and
-//! `realloc` (the way tracemalloc hooks the allocator) see the memory of
-//! objects freed without their `tp_dealloc` (the specialized instructions
-//! of 3.11 to 3.13 free an exact int, float or str directly) and of objects
-//! that move when resized. 3.13 has the tracer, but its eval loop and its
-//! specialized instructions release without telling it
-//! (`layout::tracer_sees_every_death`).
+//! free-listed objects included), and the object allocator's `free` (the
+//! way tracemalloc hooks the allocator) sees the memory of objects freed
+//! without their `tp_dealloc` (the specialized instructions of 3.11 to 3.13
+//! free an exact int, float or str directly). 3.13 has the tracer, but its
+//! eval loop and its specialized instructions release without telling it
+//! (`layout::tracer_sees_every_death`). On every version the allocator's
+//! `realloc` sees the objects that move when resized.
 
 use super::api::{api, lookup};
 use crate::provenance;
@@ -33,11 +33,14 @@ pub fn install() {
     }
     let tracer = (lookup(c"PyRefTracer_SetTracer"), lookup(c"PyRefTracer_GetTracer"));
     let (Some(set), Some(get), true) = (tracer.0, tracer.1, super::layout::tracer_sees_every_death()) else {
-        let freed_seen = allocator::install();
+        let freed_seen = allocator::install(true);
         super::type_deaths::install(true, freed_seen);
         return;
     };
     super::type_deaths::install(false, false);
+    // An object the allocator moves when it grows is told to the tracer as
+    // a creation at its new address only: `realloc` sees the move.
+    allocator::install(false);
     // SAFETY: both symbols are the 3.13+ functions of these signatures; the
     // GIL is held, as they require.
     unsafe {
@@ -54,9 +57,13 @@ pub fn install() {
 
 /// Called for every object created or destroyed: one table probe.
 unsafe extern "C" fn on_event(object: *mut c_void, event: c_int, _: *mut c_void) -> c_int {
-    if event == DESTROY {
-        // SAFETY: the interpreter calls tracers with the GIL held.
-        unsafe { provenance::forget(object as usize) };
+    // SAFETY: the interpreter calls tracers with the GIL held.
+    unsafe {
+        if event == DESTROY {
+            provenance::forget_reported(object as usize);
+        } else {
+            provenance::creation_reported();
+        }
     }
     let previous = PREVIOUS.load(Ordering::Relaxed);
     if previous != 0 {
@@ -120,11 +127,11 @@ mod allocator {
 
     type GetAllocator = unsafe extern "C" fn(c_int, *mut Allocator);
 
-    /// Hooks `realloc` and `free`; `malloc` and `calloc` stay the
-    /// original functions with the original context (an interpreter built
-    /// with LTO keeps its inlined fast path for them).
+    /// Hooks `realloc`, and `free` when `free` is set; `malloc` and
+    /// `calloc` stay the original functions with the original context (an
+    /// interpreter built with LTO keeps its inlined fast path for them).
     /// Returns whether the hook is in place.
-    pub fn install() -> bool {
+    pub fn install(free: bool) -> bool {
         let (Some(get), Some(set)) = (lookup(c"PyMem_GetAllocator"), lookup(c"PyMem_SetAllocator")) else {
             return false;
         };
@@ -138,19 +145,36 @@ mod allocator {
             if original().free.is_none() {
                 return false;
             }
-            let mut hook = Allocator { realloc: Some(realloc), free: Some(free), ..original() };
+            let free = if free { Some(self::free as _) } else { original().free };
+            let mut hook = Allocator { realloc: Some(realloc), free, ..original() };
             set(PYMEM_DOMAIN_OBJ, &mut hook);
         }
         true
     }
 
-    unsafe extern "C" fn realloc(_: *mut c_void, block: *mut c_void, size: usize) -> *mut c_void {
+    /// Every resize of an object's memory: one filter load, then straight
+    /// on to the original unless the block holds a followed object.
+    unsafe extern "C" fn realloc(ctx: *mut c_void, block: *mut c_void, size: usize) -> *mut c_void {
+        let b = block as usize;
+        // SAFETY: the object allocator runs with the GIL held.
+        if b != 0 && unsafe { provenance::maybe_followed_block(b) || provenance::died_just_now(b) } {
+            // SAFETY: forwarded.
+            return unsafe { realloc_followed(ctx, block, size) };
+        }
         let o = original();
-        // SAFETY: as above; an object that moves is no longer where it was.
+        // SAFETY: the original realloc with its own context.
+        unsafe { o.realloc.map_or(std::ptr::null_mut(), |f| f(o.ctx, block, size)) }
+    }
+
+    #[inline(never)]
+    unsafe extern "C" fn realloc_followed(_: *mut c_void, block: *mut c_void, size: usize) -> *mut c_void {
+        let o = original();
+        // SAFETY: as in `realloc`; an object that moves is no longer where
+        // it was.
         unsafe {
             let moved = o.realloc.map_or(std::ptr::null_mut(), |f| f(o.ctx, block, size));
-            if moved != block && !moved.is_null() && !block.is_null() {
-                provenance::block_moved(block as usize, moved as usize);
+            if !moved.is_null() {
+                provenance::block_reallocated(block as usize, moved as usize);
             }
             moved
         }
