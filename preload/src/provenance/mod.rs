@@ -100,9 +100,14 @@ extern "C" fn on_new(result: usize, frame: *const [usize; 4], api: usize) {
 /// N on average is followed; leaks that grow are still found, their counts
 /// are estimates), and the gap to the next one is drawn here.
 extern "C" fn on_new_sampled(result: usize, frame: *const [usize; 4], api: usize) {
+    draw_next_gap();
+    on_new(result, frame, api);
+}
+
+/// A call the sampling gate let through sets when the next one passes.
+fn draw_next_gap() {
     // SAFETY: the shadow block is this thread's own TLS.
     unsafe { (*trampolines::shadow()).countdown = crate::count::next_gap() };
-    on_new(result, frame, api);
 }
 
 /// Called by `refwatch_prov_return` when hooked function returns `result`
@@ -147,8 +152,7 @@ fn record(call: &Call, result: usize) {
         Effect::New => {
             // Only variadic functions come here (the others have `on_new`).
             if trampolines::GATE[call.api].load(Ordering::Relaxed) != 0 {
-                // SAFETY: the shadow block is this thread's own TLS.
-                unsafe { (*trampolines::shadow()).countdown = crate::count::next_gap() };
+                draw_next_gap();
             }
             record_fresh(call.site, call.api, result)
         }
