@@ -78,6 +78,30 @@ fn a_release_that_frees_what_a_container_still_holds_is_named_at_its_line() {
     });
 }
 
+/// Sampling thins fresh objects and method calls, never the references
+/// lent or given away (a `Py_BuildValue` whose format has an `N` is always
+/// followed): each over-release is still named at its line.
+#[test]
+fn sampling_still_names_every_over_release() {
+    on_every_python("sampled over-release", |py| {
+        let built = fixture_for(py);
+        for (call, marker) in BAD {
+            let r = run(py, &[&built], &driver(call), Agent::Json(&[("REFWATCH_SAMPLE", "100")]));
+            ensure!(r.stdout == "done\n", "{call}: {}", r.describe());
+            let (findings, _) = r.summary_findings()?;
+            let line = marker_line("overrelease.c", marker);
+            ensure!(
+                matches!(&findings[..], [f] if f.kind == FindingKind::Overrelease
+                    && f.precision == Precision::Exact
+                    && f.line == Some(line)
+                    && f.count == 3),
+                "{call} sampled: expected overrelease.c:{line} three times: {findings:#?}"
+            );
+        }
+        Ok(())
+    });
+}
+
 #[test]
 fn correct_look_alikes_give_nothing() {
     on_every_python("look-alikes", |py| {

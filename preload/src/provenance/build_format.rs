@@ -12,11 +12,25 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// Longest format read (formats are short literals in the extension).
 const MAX_FORMAT: usize = 256;
 
-/// Formats seen without an `N`, by address (direct-mapped): a format is
-/// nearly always a string literal, so it is read once rather than on every
-/// call. A format rebuilt in place with an `N` at a remembered address
-/// would have its steals unfollowed, nothing worse.
-static WITHOUT_STEALS: [AtomicUsize; 64] = [const { AtomicUsize::new(0) }; 64];
+/// Formats seen without an `N`, by address (direct-mapped, slot
+/// `slot_of`): a format is nearly always a string literal, so it is read
+/// once rather than on every call. A format rebuilt in place with an `N` at
+/// a remembered address would have its steals unfollowed, nothing worse.
+/// The sampling gate of the trampolines reads it too.
+pub static WITHOUT_STEALS: [AtomicUsize; 64] = [const { AtomicUsize::new(0) }; 64];
+
+/// Multiplier and shift of `slot_of` (the trampolines' gate computes it).
+pub const HASH: u64 = 0x9E37_79B9_7F4A_7C15;
+pub const SHIFT: u32 = 58;
+
+fn slot_of(format: usize) -> usize {
+    ((format as u64).wrapping_mul(HASH) >> SHIFT) as usize
+}
+
+/// Whether `format` is known to have no `N` unit.
+pub fn known_without_steals(format: usize) -> bool {
+    WITHOUT_STEALS[slot_of(format)].load(Ordering::Relaxed) == format
+}
 
 /// Calls `stolen(object, container, index, slot)` for every value an `N`
 /// unit of `format` placed in a tuple or list of `built`, the successful
@@ -30,7 +44,7 @@ pub unsafe fn for_each_stolen(
     built: usize,
     stolen: &mut dyn FnMut(usize, usize, usize, Slot),
 ) {
-    let seen = &WITHOUT_STEALS[(format.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) % 64];
+    let seen = &WITHOUT_STEALS[slot_of(format)];
     if seen.load(Ordering::Relaxed) == format {
         return;
     }

@@ -42,10 +42,15 @@ pub fn enable(gil: bool) {
         trampolines::REAL[k].store(crate::python::api::address_of(api.name), Ordering::Relaxed);
         // Sampling thins the following of fresh objects; borrowed and stolen
         // references are always followed (one over-release is one too many).
-        let gated = sampling && api.effect == Effect::New;
-        trampolines::GATE[k].store(u8::from(gated), Ordering::Relaxed);
+        let gate = match api.effect {
+            _ if !sampling => trampolines::NEVER,
+            Effect::New => trampolines::ALWAYS,
+            Effect::Builds => trampolines::WITHOUT_STEALS,
+            _ => trampolines::NEVER,
+        };
+        trampolines::GATE[k].store(gate, Ordering::Relaxed);
         let handler: Handler = match api.effect {
-            Effect::New if gated => on_new_sampled,
+            Effect::New if sampling => on_new_sampled,
             Effect::New => on_new,
             _ => on_call,
         };
@@ -151,7 +156,7 @@ fn record(call: &Call, result: usize) {
     match apis::APIS[call.api].effect {
         Effect::New => {
             // Only variadic functions come here (the others have `on_new`).
-            if trampolines::GATE[call.api].load(Ordering::Relaxed) != 0 {
+            if trampolines::GATE[call.api].load(Ordering::Relaxed) == trampolines::ALWAYS {
                 draw_next_gap();
             }
             record_fresh(call.site, call.api, result)
@@ -175,19 +180,29 @@ fn record(call: &Call, result: usize) {
 /// units now belong to the containers it built.
 #[cold]
 fn record_build(call: &Call, result: usize) {
-    if result < LOWEST_OBJECT || call.args[0] < LOWEST_OBJECT {
+    let format = call.args[0];
+    if result < LOWEST_OBJECT || format < LOWEST_OBJECT {
         return;
     }
+    // Under sampling, a format known to steal nothing passed the entry's
+    // gate (one call in N); another's steals are always followed, and its
+    // fresh result one time in N.
+    let gated = trampolines::GATE[call.api].load(Ordering::Relaxed) == trampolines::WITHOUT_STEALS
+        && build_format::known_without_steals(format);
     // SAFETY: the format is the one the call just read; the result is live;
     // the GIL is held (as for every followed call).
     unsafe {
-        build_format::for_each_stolen(call.args[0], result, &mut |object, container, index, slot| {
+        build_format::for_each_stolen(format, result, &mut |object, container, index, slot| {
             associate(object, Holder { container, index, slot }, call, true)
         })
     };
-    // Under sampling this call was not gated (its steals are always
-    // followed): the fresh result is followed one time in N here.
-    if crate::count::chosen() {
+    let follow = if gated {
+        draw_next_gap();
+        true
+    } else {
+        crate::count::chosen()
+    };
+    if follow {
         record_fresh(call.site, call.api, result);
     }
 }

@@ -23,8 +23,11 @@
 //!   switch C stacks inside calls) and returns the caller's address,
 //!   restores the registers and jumps back to the caller.
 //!
-//! Sampling gate: when `GATE[k]` is set (new-reference functions under
-//! `REFWATCH_SAMPLE`), either entry first counts down the thread's
+//! Sampling gate: when `GATE[k]` is `ALWAYS` (new-reference functions
+//! under `REFWATCH_SAMPLE`), or `WITHOUT_STEALS` (`Py_BuildValue` and kin)
+//! and the format in the first argument is one known to have no `N` unit
+//! (`build_format::WITHOUT_STEALS`: then only the fresh result would be
+//! followed), either entry first counts down the thread's
 //! `Shadow::countdown` and, while it stays above zero, jumps straight to the
 //! real function: a call that is not sampled costs a few instructions and
 //! leaves no frame. A followed call sets the next gap (`super::record`).
@@ -47,9 +50,12 @@ pub static REAL: [AtomicUsize; ENTRIES] = [const { AtomicUsize::new(0) }; ENTRIE
 /// its effect with the same signature; written at start, before patching.
 pub static HANDLER: [AtomicUsize; ENTRIES] = [const { AtomicUsize::new(0) }; ENTRIES];
 
-/// Non-zero for entries whose calls are sampled; written at start, before
-/// patching.
+/// How entry `k` is sampled (`NEVER`, `ALWAYS`, `WITHOUT_STEALS`); written
+/// at start, before patching.
 pub static GATE: [AtomicU8; ENTRIES] = [const { AtomicU8::new(0) }; ENTRIES];
+pub const NEVER: u8 = 0;
+pub const ALWAYS: u8 = 1;
+pub const WITHOUT_STEALS: u8 = 2;
 
 /// One call in flight.
 #[repr(C)]
@@ -87,8 +93,17 @@ core::arch::global_asm!(
     // The sampling gate: falls through to label 1 to follow the call, jumps
     // to label 2 (straight to the real function) to let it pass.
     ".macro refwatch_gate k",
-    "cmp byte ptr [rip + {gate} + \\k], 0",
-    "je 1f",
+    "cmp byte ptr [rip + {gate} + \\k], {always}",
+    "jb 1f",
+    "je 3f",
+    // A build: sampled only when its format is known to steal nothing.
+    "movabs r11, {hash}",
+    "imul r11, rdi",
+    "shr r11, {shift}",
+    "lea r10, [rip + {formats}]",
+    "cmp qword ptr [r10 + 8 * r11], rdi",
+    "jne 1f",
+    "3:",
     "mov r11, qword ptr [rip + refwatch_shadow@GOTTPOFF]",
     "sub qword ptr fs:[r11 + 8], 1",
     "ja 2f",
@@ -204,6 +219,10 @@ core::arch::global_asm!(
     depth = const DEPTH,
     real = sym REAL,
     gate = sym GATE,
+    always = const ALWAYS,
+    hash = const super::build_format::HASH,
+    shift = const super::build_format::SHIFT,
+    formats = sym super::build_format::WITHOUT_STEALS,
     handler = sym HANDLER,
     on_return = sym super::on_return,
 );
