@@ -52,6 +52,16 @@ pub fn bump(ra: usize, kind: Kind) {
     unsafe { &*registry::current() }.bump(ra, kind);
 }
 
+/// The calling thread's counter of `kind` at `ra` when it is in its home
+/// slot of a single-writer table (bump it with `table::bump_single`); else
+/// `bump` finds or makes it.
+#[inline(always)]
+pub fn home_counter(ra: usize, kind: Kind) -> Option<&'static std::sync::atomic::AtomicU64> {
+    let table = tls::get();
+    // SAFETY: as in `chosen`; null before the thread's first event.
+    (!table.is_null()).then(|| unsafe { &*table }).and_then(|t| t.home_counter(ra, kind))
+}
+
 /// The number of events until the next sampled one: random, uniform in
 /// 1..2N, drawn from the calling thread's generator.
 pub fn next_gap() -> u64 {

@@ -62,7 +62,7 @@ fn hash(ra: usize) -> usize {
 /// Adds one to a counter that only this thread writes: a plain load and
 /// store, no `lock` prefix.
 #[inline(always)]
-fn bump_single(counter: &AtomicU64) {
+pub fn bump_single(counter: &AtomicU64) {
     counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
@@ -115,11 +115,19 @@ impl Table {
     /// home slot of a single-writer table, is inline; the rest is not.
     #[inline(always)]
     pub fn bump(&self, ra: usize, kind: Kind) {
-        let slot = &self.slots[hash(ra)];
-        if slot.key.load(Ordering::Relaxed) == ra && !self.shared.load(Ordering::Relaxed) {
-            return bump_single(&slot.counts[kind as usize]);
+        match self.home_counter(ra, kind) {
+            Some(counter) => bump_single(counter),
+            None => self.probe_and_bump(ra, kind),
         }
-        self.probe_and_bump(ra, kind);
+    }
+
+    /// The counter of `kind` at `ra` when `bump` would find it at once (a
+    /// single-writer table, the site in its home slot).
+    #[inline(always)]
+    pub fn home_counter(&self, ra: usize, kind: Kind) -> Option<&AtomicU64> {
+        let slot = &self.slots[hash(ra)];
+        (slot.key.load(Ordering::Relaxed) == ra && !self.shared.load(Ordering::Relaxed))
+            .then(|| &slot.counts[kind as usize])
     }
 
     /// `bump` past the home slot, or on the shared table.

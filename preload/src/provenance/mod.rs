@@ -248,9 +248,31 @@ fn record_fresh(site: usize, api: usize, result: usize) {
     if refcount != 1 {
         return; // cached, interned or shared: not created for this caller
     }
-    crate::count::bump(site, crate::count::Kind::New);
+    // The usual case without a call (so without a frame to save registers
+    // in): the site's counter in its home slot, a type whose deaths are
+    // seen already, a free nursery slot.
+    let counter = crate::count::home_counter(site, crate::count::Kind::New);
     // SAFETY: the object's type is alive while the object is; new-reference
     // APIs are called with the GIL held, which is the tables' invariant.
+    unsafe {
+        if let Some(counter) = counter.filter(|_| crate::python::liveness::seen_dying_already(type_object)) {
+            let pre_header = layout::pre_header(type_object);
+            if tracked::insert_young(result - pre_header, Origin::new(site, type_object, api, pre_header)) {
+                return crate::count::table::bump_single(counter);
+            }
+        }
+        follow_fresh(site, api, result, type_object);
+    }
+}
+
+/// `record_fresh` in general.
+///
+/// # Safety
+/// `result` is a fresh object of `type_object`; the caller holds the GIL.
+#[inline(never)]
+unsafe fn follow_fresh(site: usize, api: usize, result: usize, type_object: usize) {
+    crate::count::bump(site, crate::count::Kind::New);
+    // SAFETY: caller's contract.
     unsafe {
         if !seen_dying(type_object) {
             return;
@@ -366,10 +388,32 @@ pub unsafe fn key_of(object: usize) -> usize {
 pub unsafe fn forget(object: usize) {
     // The block starts 0, 16 or 32 bytes before the object: one filter load
     // answers for all three before the type is read.
+    // SAFETY: forwarded (GIL held); a live object's type is alive.
+    unsafe {
+        if ENABLED.load(Ordering::Relaxed)
+            && address_map::maybe_present_any3(object - 32)
+            && !block_freed_quickly(key_of(object))
+        {
+            forget_object(object);
+        }
+    }
+}
+
+/// The usual free of a followed object, without a call (so without a
+/// frame): an object of the nursery, in no other map, no watch armed.
+/// False when `block_freed` (or `forget_object`) must do the rest.
+///
+/// # Safety
+/// The caller holds the GIL.
+#[inline(always)]
+pub unsafe fn block_freed_quickly(block: usize) -> bool {
     // SAFETY: forwarded (GIL held).
-    if ENABLED.load(Ordering::Relaxed) && unsafe { address_map::maybe_present_any3(object - 32) } {
-        // SAFETY: forwarded.
-        unsafe { forget_object(object) };
+    unsafe {
+        ENABLED.load(Ordering::Relaxed)
+            && block != 0
+            && !crate::watch::armed_now()
+            && tracked::remove_young(block)
+            && !address_map::maybe_present(block)
     }
 }
 

@@ -107,6 +107,28 @@ pub unsafe fn insert(block: usize, origin: Origin) {
     }
 }
 
+/// `insert` when it is one store: the nursery's slot is free or holds
+/// this block, and the map cannot hold it. False (and nothing done)
+/// otherwise.
+///
+/// # Safety
+/// The caller holds the GIL.
+#[inline(always)]
+pub unsafe fn insert_young(block: usize, origin: Origin) -> bool {
+    // SAFETY: forwarded (GIL held).
+    unsafe {
+        let young = slot(block);
+        if young.block != block {
+            if young.block != 0 || maybe_present(block) {
+                return false;
+            }
+            count_key(block, 1);
+        }
+        *young = Young { block, origin };
+        true
+    }
+}
+
 /// Moves an object out of the nursery into the map.
 ///
 /// # Safety
@@ -117,6 +139,25 @@ unsafe fn promote(young: Young) {
     unsafe {
         count_key(young.block, -1);
         OLD.update(young.block, |o| *o = young.origin);
+    }
+}
+
+/// `remove` for an object of the nursery: false (and nothing done) when
+/// `block` (not 0) is not there.
+///
+/// # Safety
+/// The caller holds the GIL.
+#[inline(always)]
+pub unsafe fn remove_young(block: usize) -> bool {
+    // SAFETY: forwarded (GIL held).
+    unsafe {
+        let young = slot(block);
+        if young.block != block {
+            return false;
+        }
+        young.block = 0;
+        count_key(block, -1);
+        true
     }
 }
 

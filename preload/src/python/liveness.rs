@@ -87,6 +87,17 @@ pub unsafe fn seen_dying(type_object: usize) -> bool {
     unsafe { super::type_deaths::see_deaths_of(type_object) }
 }
 
+/// `seen_dying` when nothing has to be set up for it (the fast path of
+/// following a fresh object).
+///
+/// # Safety
+/// `type_object` is a live type object.
+#[inline(always)]
+pub unsafe fn seen_dying_already(type_object: usize) -> bool {
+    // SAFETY: forwarded.
+    unsafe { super::type_deaths::seen_already(type_object) }
+}
+
 /// The object allocator hook (before 3.14).
 mod allocator {
     use super::lookup;
@@ -183,8 +194,9 @@ mod allocator {
     /// Every free of an object's memory in the process: one filter load,
     /// then straight on to the original (no frame of its own).
     unsafe extern "C" fn free(ctx: *mut c_void, block: *mut c_void) {
+        let b = block as usize;
         // SAFETY: the object allocator runs with the GIL held.
-        if unsafe { provenance::maybe_followed_block(block as usize) } {
+        if unsafe { provenance::maybe_followed_block(b) && !provenance::block_freed_quickly(b) } {
             // SAFETY: forwarded.
             return unsafe { free_followed(ctx, block) };
         }

@@ -156,14 +156,21 @@ unsafe fn deallocating_type(mut type_object: usize, class: usize) -> Option<usiz
 /// `type_object` is a live type object; the caller holds the GIL.
 #[inline(always)]
 pub unsafe fn see_deaths_of(type_object: usize) -> bool {
-    let class = CLASS_DEALLOC.load(Ordering::Relaxed);
-    if !HOOKING.load(Ordering::Relaxed) {
-        return true;
-    }
     // SAFETY: forwarded (a live type, the GIL held).
-    unsafe {
-        is_stub(layout::dealloc_of(type_object)) || freed_whole(type_object) || hook(type_object, class)
-    }
+    unsafe { seen_already(type_object) || hook(type_object, CLASS_DEALLOC.load(Ordering::Relaxed)) }
+}
+
+/// `see_deaths_of` without hooking: whether the deaths of `type_object`'s
+/// instances are seen already.
+///
+/// # Safety
+/// `type_object` is a live type object.
+#[inline(always)]
+pub unsafe fn seen_already(type_object: usize) -> bool {
+    // SAFETY: forwarded.
+    !HOOKING.load(Ordering::Relaxed)
+        || is_stub(unsafe { layout::dealloc_of(type_object) })
+        || freed_whole(type_object)
 }
 
 /// The slow path of `see_deaths_of`.

@@ -439,6 +439,13 @@ fn release(watch: &mut Watch) {
     watch.object = 0;
 }
 
+/// Whether any watch is armed right now (then a free must disarm those on
+/// its memory: `forget_block`).
+#[inline(always)]
+pub fn armed_now() -> bool {
+    ARMED_NOW.load(Ordering::Relaxed) != 0
+}
+
 /// The memory block at `block` is about to be freed: stop watching the
 /// object in it (0, 16 or 32 bytes in) on this thread.
 ///
@@ -446,7 +453,7 @@ fn release(watch: &mut Watch) {
 /// The caller holds the GIL.
 #[inline(always)]
 pub unsafe fn forget_block(block: usize) {
-    if ARMED_NOW.load(Ordering::Relaxed) != 0 {
+    if armed_now() {
         // SAFETY: forwarded.
         unsafe { disarm_block(block) };
     }
