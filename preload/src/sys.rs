@@ -84,24 +84,24 @@ macro_rules! static_thread_block {
             concat!($symbol, ":"),
             ".zero {size}",
             ".text",
-            ".p2align 4",
-            concat!(".globl ", $symbol, "_address"),
-            concat!(".hidden ", $symbol, "_address"),
-            concat!($symbol, "_address:"),
-            concat!("mov rax, qword ptr [rip + ", $symbol, "@GOTTPOFF]"),
-            "add rax, qword ptr fs:[0]",
-            "ret",
             size = const size_of::<$ty>(),
         );
 
+        #[inline(always)]
         $vis fn $name() -> *mut $ty {
-            unsafe extern "C" {
-                #[link_name = concat!($symbol, "_address")]
-                fn address() -> *mut $ty;
+            let block: *mut $ty;
+            // SAFETY: computes the address of this thread's copy of the TLS
+            // block defined above; reads only the thread pointer (fs:0) and
+            // the GOT.
+            unsafe {
+                core::arch::asm!(
+                    concat!("mov {block}, qword ptr [rip + ", $symbol, "@GOTTPOFF]"),
+                    "add {block}, qword ptr fs:[0]",
+                    block = out(reg) block,
+                    options(nostack, preserves_flags, pure, readonly),
+                );
             }
-            // SAFETY: the helper only computes the address of this thread's
-            // block; it has no preconditions.
-            unsafe { address() }
+            block
         }
     };
 }

@@ -80,15 +80,10 @@ pub struct Shadow {
     pub frames: [Frame; DEPTH],
 }
 
+// The per-thread shadow stack (all zeros: empty).
+crate::sys::static_thread_block!(pub fn shadow() -> Shadow, "refwatch_shadow");
+
 core::arch::global_asm!(
-    // The per-thread shadow stack: zeroed TLS, not exported.
-    ".section .tbss,\"awT\",@nobits",
-    ".p2align 4",
-    ".hidden refwatch_shadow",
-    ".type refwatch_shadow,@object",
-    ".size refwatch_shadow, 16 + 48 * {depth}",
-    "refwatch_shadow:",
-    ".zero 16 + 48 * {depth}",
     ".text",
     // The sampling gate: falls through to label 1 to follow the call, jumps
     // to label 2 (straight to the real function) to let it pass.
@@ -192,14 +187,6 @@ core::arch::global_asm!(
     "pop rdx",
     "pop rax",
     "jmp r11",
-    // Rust's way to the calling thread's shadow stack.
-    ".p2align 4",
-    ".globl refwatch_shadow_address",
-    ".hidden refwatch_shadow_address",
-    "refwatch_shadow_address:",
-    "mov rax, qword ptr [rip + refwatch_shadow@GOTTPOFF]",
-    "add rax, qword ptr fs:[0]",
-    "ret",
     // The entries' addresses, for the GOT patcher.
     ".section .data.rel.ro,\"aw\"",
     ".p2align 3",
@@ -230,7 +217,6 @@ core::arch::global_asm!(
 unsafe extern "C" {
     static refwatch_prov_calls: [usize; ENTRIES];
     static refwatch_prov_entries: [usize; ENTRIES];
-    fn refwatch_shadow_address() -> *mut Shadow;
 }
 
 /// The address GOT slots of hooked function `k` are pointed at: its
@@ -244,11 +230,4 @@ pub fn entry(k: usize, variadic: bool) -> usize {
             refwatch_prov_calls[k]
         }
     }
-}
-
-/// The calling thread's shadow stack.
-pub fn shadow() -> *mut Shadow {
-    // SAFETY: the helper only computes the address of this thread's TLS
-    // block; it has no preconditions.
-    unsafe { refwatch_shadow_address() }
 }
