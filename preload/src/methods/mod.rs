@@ -360,6 +360,20 @@ extern "C" fn on_exit(k: usize, _registers: *const [usize; 6], result: usize) {
         return;
     }
     let frame = &calls.frames[depth];
+    // Usually no argument has more references than before and no watch is
+    // armed: one load and compare per argument.
+    let count = frame.count.min(ARGUMENTS);
+    // SAFETY: arguments are held by the caller for the whole call.
+    let grew = (0..count).any(|i| unsafe { layout::refcount(frame.objects[i]) } > frame.before[i]);
+    if grew || frame.armed != 0 {
+        exit_noting(k, frame, result);
+    }
+}
+
+/// `on_exit` when an argument has more references than before the call or
+/// a watch is armed for it.
+#[cold]
+fn exit_noting(k: usize, frame: &Frame, result: usize) {
     // How many references the call left on argument `i`.
     let left_on = |i: usize| -> u64 {
         let object = frame.objects[i];
