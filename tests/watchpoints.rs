@@ -49,6 +49,17 @@ fn refused(f: &Finding) -> bool {
     f.evidence.contains("refused a hardware watchpoint")
 }
 
+/// Checks that `f` is the exact finding `pinned` describes, unless the
+/// kernel refused watchpoints here (said loudly).
+fn pinned_unless_refused(py: &Python, f: &Finding, pinned: bool, what: String) -> Result<(), String> {
+    if refused(f) {
+        loud(&format!("SKIP exact line on {}: {}", py.label, f.evidence));
+        return Ok(());
+    }
+    ensure!(pinned, "{what}: {f:#?}");
+    Ok(())
+}
+
 #[test]
 fn an_inline_extra_increment_is_pinned_to_its_line_and_falls_back_to_function_level_when_off() {
     on_every_python("watchpoints", |py| {
@@ -66,18 +77,13 @@ fn an_inline_extra_increment_is_pinned_to_its_line_and_falls_back_to_function_le
                 ensure!(r.stdout == "ok\n", "{call}: {}", r.describe());
                 let (findings, _) = r.summary_findings()?;
                 let f = only_leak(&findings)?;
-                if refused(f) {
-                    loud(&format!("SKIP exact line on {}: {}", py.label, f.evidence));
-                } else {
-                    ensure!(
-                        f.precision == Precision::Exact
-                            && f.line == Some(line)
-                            && f.function.as_deref() == Some(function)
-                            && f.count == 40
-                            && f.evidence.contains("pinned by a hardware watchpoint"),
-                        "{call} on {threads} thread(s): expected exact at extra_ref.c:{line}: {f:#?}"
-                    );
-                }
+                let pinned = f.precision == Precision::Exact
+                    && f.line == Some(line)
+                    && f.function.as_deref() == Some(function)
+                    && f.count == 40
+                    && f.evidence.contains("pinned by a hardware watchpoint");
+                let what = format!("{call} on {threads} thread(s): expected exact at extra_ref.c:{line}");
+                pinned_unless_refused(py, f, pinned, what)?;
             }
             let r = run(py, &[&built], &driver(call, 1), Agent::Json(&[("REFWATCH_WATCHPOINTS", "off")]));
             let (findings, _) = r.summary_findings()?;
@@ -110,16 +116,14 @@ fn sampled_method_calls_still_find_and_pin_an_inline_extra_increment() {
         ensure!(r.stdout == "ok\n", "{}", r.describe());
         let (findings, _) = r.summary_findings()?;
         let f = only_leak(&findings)?;
-        if refused(f) {
-            loud(&format!("SKIP exact line on {}: {}", py.label, f.evidence));
-        } else {
-            ensure!(
-                f.precision == Precision::Exact
-                    && f.line == Some(line)
-                    && f.function.as_deref() == Some("keep"),
-                "sampled, watched: expected exact at extra_ref.c:{line}: {f:#?}"
-            );
-        }
+        let pinned =
+            f.precision == Precision::Exact && f.line == Some(line) && f.function.as_deref() == Some("keep");
+        pinned_unless_refused(
+            py,
+            f,
+            pinned,
+            format!("sampled, watched: expected exact at extra_ref.c:{line}"),
+        )?;
         let off = Agent::Json(&[("REFWATCH_SAMPLE", "10"), ("REFWATCH_WATCHPOINTS", "off")]);
         let r = run(py, &[&built], &code, off);
         let (findings, _) = r.summary_findings()?;

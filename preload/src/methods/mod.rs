@@ -72,7 +72,6 @@ unsafe fn wrap_table(defs: usize) {
         }
         stubs::REAL[k].store(meth, Ordering::Relaxed);
         FLAGS[k].store(flags as u32, Ordering::Relaxed);
-        stubs::GATE.store(u8::from(crate::count::sample() > 1), Ordering::Relaxed);
         // SAFETY: `ml_meth` of a table entry: an aligned pointer-sized field
         // of the extension's data; the write lifts RELRO protection when
         // the (const) table lies there.
@@ -186,11 +185,14 @@ registrations! {
     PyType_FromMetaclass(meta: P, module: P, spec: P, bases: P) -> P => wrap_spec(spec);
 }
 
-/// Looks up the interpreter's registration functions (at start).
+/// Looks up the interpreter's registration functions, and turns the stubs'
+/// sampling gate on under sampling (at start, once the sample is set,
+/// before any method is wrapped).
 pub fn resolve() {
     for (name, real, _) in registrations() {
         real.store(crate::python::api::address_of(name), Ordering::Relaxed);
     }
+    stubs::GATE.store(u8::from(crate::count::sample() > 1), Ordering::Relaxed);
 }
 
 /// Where a GOT slot naming `name` should point, if it is a registration

@@ -249,6 +249,7 @@ impl<V: Copy + Default> AddressMap<V> {
         let Some(t) = (unsafe { self.table() }) else { return };
         const STEP: usize = 2 << 20;
         let (base, bytes) = (t.slots as usize, t.capacity * size_of::<Slot<V>>());
+        let page_mask = !(crate::sys::page_size() - 1);
         let mut released = 0; // bytes from base given back
         for i in 0..t.capacity {
             let slot = *t.slot(i);
@@ -259,7 +260,7 @@ impl<V: Copy + Default> AddressMap<V> {
             // on a page).
             let read = (i + 1) * size_of::<Slot<V>>();
             if read - released >= STEP || read == bytes {
-                let end = if read == bytes { bytes } else { read & !(crate::sys::page_size() - 1) };
+                let end = if read == bytes { bytes } else { read & page_mask };
                 // SAFETY: [base + released, base + end) lies in the map's
                 // own mapping, its slots are read, and nothing reads them
                 // again (caller's contract); they read as zeros (empty) if

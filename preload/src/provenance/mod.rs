@@ -386,17 +386,25 @@ pub unsafe fn key_of(object: usize) -> usize {
 /// still readable.
 #[inline(always)]
 pub unsafe fn forget(object: usize) {
-    // The block starts 0, 16 or 32 bytes before the object: one filter load
-    // answers for all three before the type is read.
     // SAFETY: forwarded (GIL held); a live object's type is alive.
     unsafe {
-        if ENABLED.load(Ordering::Relaxed)
-            && address_map::maybe_present_any3(object - 32)
-            && !block_freed_quickly(key_of(object))
-        {
+        if may_be_followed(object) && !block_freed_quickly(key_of(object)) {
             forget_object(object);
         }
     }
+}
+
+/// False when `object` is surely not followed (most objects): one load,
+/// before its type is read.
+///
+/// # Safety
+/// The caller holds the GIL.
+#[inline(always)]
+unsafe fn may_be_followed(object: usize) -> bool {
+    // The block starts 0, 16 or 32 bytes before the object: one filter load
+    // answers for all three.
+    // SAFETY: forwarded (GIL held).
+    ENABLED.load(Ordering::Relaxed) && unsafe { address_map::maybe_present_any3(object - 32) }
 }
 
 /// The usual free of a followed object, without a call (so without a
@@ -470,9 +478,10 @@ static LAST_DEATH: LastDeath = LastDeath(std::cell::UnsafeCell::new((0, Origin::
 #[inline(always)]
 pub unsafe fn forget_reported(object: usize) {
     // SAFETY: forwarded (GIL held).
-    if ENABLED.load(Ordering::Relaxed) && unsafe { address_map::maybe_present_any3(object - 32) } {
-        // SAFETY: forwarded.
-        unsafe { forget_remembering(object) };
+    unsafe {
+        if may_be_followed(object) {
+            forget_remembering(object);
+        }
     }
 }
 

@@ -91,18 +91,29 @@ unsafe fn slot(block: usize) -> &'static mut Young {
 pub unsafe fn insert(block: usize, origin: Origin) {
     // SAFETY: forwarded (GIL held).
     unsafe {
-        let young = slot(block);
-        if young.block != block {
-            // The block may already be followed: in the map, or in the
-            // nursery's slot (then the same block, handled above).
-            if maybe_present(block) {
-                remove_old(block);
-            }
-            if young.block != 0 {
-                promote(*young);
-            }
-            count_key(block, 1);
+        if !insert_young(block, origin) {
+            insert_displacing(block, origin);
         }
+    }
+}
+
+/// `insert` when the nursery's slot holds another object, or the map may
+/// hold this block.
+///
+/// # Safety
+/// The caller holds the GIL.
+#[cold]
+unsafe fn insert_displacing(block: usize, origin: Origin) {
+    // SAFETY: forwarded (GIL held).
+    unsafe {
+        let young = slot(block);
+        if maybe_present(block) {
+            remove_old(block);
+        }
+        if young.block != 0 {
+            promote(*young);
+        }
+        count_key(block, 1);
         *young = Young { block, origin };
     }
 }
