@@ -608,15 +608,26 @@ unsafe fn forget_in_other_maps(block: usize) {
 
 /// In a forked child: follow only what the child creates.
 pub fn reset_after_fork() {
+    // SAFETY: the child has one thread, the one that forked; Python forks
+    // with the GIL held.
+    unsafe { forget_all() };
+}
+
+/// Forgets every object followed and every other map's entry (deaths may
+/// have gone unseen).
+///
+/// # Safety
+/// The caller holds the GIL.
+pub unsafe fn forget_all() {
     if ENABLED.load(Ordering::Acquire) {
-        // SAFETY: the child has one thread, the one that forked; Python forks
-        // with the GIL held.
+        // SAFETY: GIL held (caller's contract).
         unsafe {
             tracked::clear();
             ledger::LEDGER.clear();
             assoc::ASSOC.clear();
             assoc::CONTAINERS.clear();
             growth::GROWTH.clear();
+            (*LAST_DEATH.0.get()).0 = 0;
         }
     }
 }

@@ -24,6 +24,10 @@ const DESTROY: c_int = 1;
 /// A tracer installed before refwatch's, which refwatch's calls on.
 static PREVIOUS: AtomicUsize = AtomicUsize::new(0);
 static PREVIOUS_DATA: AtomicUsize = AtomicUsize::new(0);
+/// `PyRefTracer_SetTracer` and `PyRefTracer_GetTracer` while refwatch's
+/// tracer sees deaths (0 otherwise).
+static SET: AtomicUsize = AtomicUsize::new(0);
+static GET: AtomicUsize = AtomicUsize::new(0);
 
 /// Installs the tracer where the interpreter has one and this thread holds
 /// the GIL (as it does while Python imports an extension).
@@ -41,18 +45,60 @@ pub fn install() {
     // An object the allocator moves when it grows is told to the tracer as
     // a creation at its new address only: `realloc` sees the move.
     allocator::install(false);
-    // SAFETY: both symbols are the 3.13+ functions of these signatures; the
-    // GIL is held, as they require.
+    SET.store(set as usize, Ordering::Relaxed);
+    GET.store(get as usize, Ordering::Relaxed);
+    // SAFETY: the GIL is held (checked above).
+    unsafe { put_tracer_in() };
+}
+
+/// Puts refwatch's tracer in front of the one installed now, if any.
+///
+/// # Safety
+/// The caller holds the GIL; `SET` and `GET` are the interpreter's.
+unsafe fn put_tracer_in() {
+    // SAFETY: both are the 3.13+ functions of these signatures (`install`);
+    // the GIL is held, as they require.
     unsafe {
-        let set: SetTracer = std::mem::transmute(set);
-        let get: GetTracer = std::mem::transmute(get);
+        let set: SetTracer = std::mem::transmute(SET.load(Ordering::Relaxed));
+        let get: GetTracer = std::mem::transmute(GET.load(Ordering::Relaxed));
         let mut data: *mut c_void = std::ptr::null_mut();
-        if let Some(previous) = get(&mut data) {
-            PREVIOUS.store(previous as usize, Ordering::Relaxed);
-            PREVIOUS_DATA.store(data as usize, Ordering::Relaxed);
-        }
+        let previous = get(&mut data);
+        PREVIOUS.store(previous.map_or(0, |p| p as usize), Ordering::Relaxed);
+        PREVIOUS_DATA.store(data as usize, Ordering::Relaxed);
         set(Some(on_event), std::ptr::null_mut());
     }
+}
+
+/// Whether deaths have been seen all along since the previous call. A
+/// tool can put its own reference tracer in place of refwatch's without
+/// calling it on (tracemalloc does, from 3.14, when started, and takes it
+/// out when stopped): deaths went unseen meanwhile, so what provenance
+/// follows is forgotten (an object followed may have died and its address
+/// gone to another) and refwatch's tracer goes back in front. Called with
+/// the GIL held at each periodic report and before the check at exit.
+pub fn deaths_seen_all_along() -> bool {
+    let get = GET.load(Ordering::Relaxed);
+    if get == 0 {
+        return true;
+    }
+    // SAFETY: `PyRefTracer_GetTracer` (`install`); the GIL is held (caller).
+    let current = unsafe {
+        let get: GetTracer = std::mem::transmute(get);
+        get(&mut std::ptr::null_mut())
+    };
+    if current.is_some_and(|t| t as usize == on_event as *const () as usize) {
+        return true;
+    }
+    crate::sys::warn(format_args!(
+        "the interpreter's reference tracer was replaced (tracemalloc does this when started or stopped): \
+         objects followed until now are forgotten, and refwatch's tracer is put back in front"
+    ));
+    // SAFETY: the GIL is held (caller).
+    unsafe {
+        provenance::forget_all();
+        put_tracer_in();
+    }
+    false
 }
 
 /// Called for every object created or destroyed: one table probe.
