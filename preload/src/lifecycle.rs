@@ -155,7 +155,7 @@ fn analyze(with_python: bool) -> Analysis {
     if !with_python || !crate::python::api::api().is_some_and(|a| a.can_run_python()) {
         return Analysis { leaks: findings::leaks::check(), totals: None };
     }
-    crate::python::liveness::deaths_seen_all_along();
+    crate::python::liveness::keep_seeing_deaths();
     let work = || Analysis { leaks: findings::leaks::check(), totals: runtime::totals_now(census_applies()) };
     isolated("at exit", work).unwrap_or_default()
 }

@@ -51,43 +51,52 @@ pub fn install() {
     unsafe { put_tracer_in() };
 }
 
+/// The tracer installed now and its data.
+///
+/// # Safety
+/// The caller holds the GIL; `GET` is the interpreter's (`install`).
+unsafe fn installed_tracer() -> (Option<Tracer>, *mut c_void) {
+    let mut data: *mut c_void = std::ptr::null_mut();
+    // SAFETY: `PyRefTracer_GetTracer`, 3.13+, of this signature (`install`);
+    // the GIL is held, as it requires.
+    let tracer = unsafe {
+        let get: GetTracer = std::mem::transmute(GET.load(Ordering::Relaxed));
+        get(&mut data)
+    };
+    (tracer, data)
+}
+
 /// Puts refwatch's tracer in front of the one installed now, if any.
 ///
 /// # Safety
 /// The caller holds the GIL; `SET` and `GET` are the interpreter's.
 unsafe fn put_tracer_in() {
-    // SAFETY: both are the 3.13+ functions of these signatures (`install`);
-    // the GIL is held, as they require.
+    // SAFETY: forwarded; `PyRefTracer_SetTracer`, 3.13+, of this signature
+    // (`install`), with the GIL held.
     unsafe {
-        let set: SetTracer = std::mem::transmute(SET.load(Ordering::Relaxed));
-        let get: GetTracer = std::mem::transmute(GET.load(Ordering::Relaxed));
-        let mut data: *mut c_void = std::ptr::null_mut();
-        let previous = get(&mut data);
+        let (previous, data) = installed_tracer();
         PREVIOUS.store(previous.map_or(0, |p| p as usize), Ordering::Relaxed);
         PREVIOUS_DATA.store(data as usize, Ordering::Relaxed);
+        let set: SetTracer = std::mem::transmute(SET.load(Ordering::Relaxed));
         set(Some(on_event), std::ptr::null_mut());
     }
 }
 
-/// Whether deaths have been seen all along since the previous call. A
-/// tool can put its own reference tracer in place of refwatch's without
-/// calling it on (tracemalloc does, from 3.14, when started, and takes it
-/// out when stopped): deaths went unseen meanwhile, so what provenance
-/// follows is forgotten (an object followed may have died and its address
-/// gone to another) and refwatch's tracer goes back in front. Called with
-/// the GIL held at each periodic report and before the check at exit.
-pub fn deaths_seen_all_along() -> bool {
-    let get = GET.load(Ordering::Relaxed);
-    if get == 0 {
-        return true;
+/// Keeps deaths seen: a tool can put its own reference tracer in place of
+/// refwatch's without calling it on (tracemalloc does, from 3.14, when
+/// started, and takes it out when stopped). Deaths went unseen meanwhile,
+/// so what provenance follows is forgotten (an object followed may have
+/// died and its address gone to another) and refwatch's tracer goes back
+/// in front. Called with the GIL held at each periodic report and before
+/// the check at exit.
+pub fn keep_seeing_deaths() {
+    if GET.load(Ordering::Relaxed) == 0 {
+        return;
     }
-    // SAFETY: `PyRefTracer_GetTracer` (`install`); the GIL is held (caller).
-    let current = unsafe {
-        let get: GetTracer = std::mem::transmute(get);
-        get(&mut std::ptr::null_mut())
-    };
+    // SAFETY: the GIL is held (caller); GET is set.
+    let (current, _) = unsafe { installed_tracer() };
     if current.is_some_and(|t| t as usize == on_event as *const () as usize) {
-        return true;
+        return;
     }
     crate::sys::warn(format_args!(
         "the interpreter's reference tracer was replaced (tracemalloc does this when started or stopped): \
@@ -98,7 +107,6 @@ pub fn deaths_seen_all_along() -> bool {
         provenance::forget_all();
         put_tracer_in();
     }
-    false
 }
 
 /// Called for every object created or destroyed: one table probe.

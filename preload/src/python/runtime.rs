@@ -326,7 +326,7 @@ unsafe extern "C" fn pending(arg: *mut c_void) -> c_int {
         return 0;
     }
     if register_if_possible() {
-        super::liveness::deaths_seen_all_along();
+        super::liveness::keep_seeing_deaths();
         let deep = arg as usize == PENDING_CENSUS;
         totals_now(deep && lifecycle::census_applies());
         if deep {
