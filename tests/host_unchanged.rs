@@ -82,6 +82,49 @@ fn each_invalid_setting_gets_one_line_and_the_program_runs_unwatched() {
     });
 }
 
+/// refwatch sees lists, tuples, dicts and an extension's own type die
+/// through their `tp_dealloc` once the extension made one (before 3.14);
+/// releasing a structure nested far deeper than the C stack allows must
+/// still work as without it (the interpreter's trashcan, which refwatch
+/// keeps for those deaths).
+#[test]
+fn deeply_nested_containers_are_released_as_without_refwatch() {
+    on_every_python("deep nesting", |py| {
+        let leaks = fixture::build(py, "leaks.c", "leaks", &[]);
+        let counts = fixture::build(py, "counts.c", "counts", &[]);
+        let instances = fixture::build(py, "instances.c", "instances", &[]);
+        let code = "import leaks, counts, instances\n\
+                    leaks.checked_ok(1); leaks.pair(1); counts.free_via_helper(1)\n\
+                    instances.make(instances.Cons)\n\
+                    finalized = 0\n\
+                    class Node:\n\
+                    \x20   def __del__(self):\n\
+                    \x20       global finalized; finalized += 1\n\
+                    shapes = [('list', lambda x, i: [x, Node()] if i % 1000 == 0 else [x]),\n\
+                    \x20         ('tuple', lambda x, i: (x, i)),\n\
+                    \x20         ('dict', lambda x, i: {'next': x, 'node': Node()} if i % 1000 == 0 else {'next': x}),\n\
+                    \x20         ('Cons', lambda x, i: instances.Cons(x))]\n\
+                    for name, make in shapes:\n\
+                    \x20   x = None\n\
+                    \x20   for i in range(300000):\n\
+                    \x20       x = make(x, i)\n\
+                    \x20   del x\n\
+                    \x20   print(name, 'released', finalized)\n";
+        let built = [&leaks, &counts, &instances];
+        let bare = run(py, &built, code, Agent::Off);
+        ensure!(bare.status.success(), "bare run: {}", bare.describe());
+        let watched = run(py, &built, code, Agent::Json(&[]));
+        ensure!(
+            watched.status.code() == bare.status.code() && watched.stdout == bare.stdout,
+            "under refwatch: {}\nwithout: {}",
+            watched.describe(),
+            bare.stdout
+        );
+        ensure!(watched.summary(None).is_some(), "refwatch did not watch: {}", watched.describe());
+        Ok(())
+    });
+}
+
 #[test]
 fn processes_without_watched_extensions_stay_silent_and_start_nothing() {
     on_every_python("silent", |py| {

@@ -80,6 +80,8 @@ api! {
     is_gc: c"PyObject_IS_GC" => fn(*mut PyObject) -> c_int,
     type_clear_cache: c"PyType_ClearCache" => fn() -> u32,
     gc_is_tracked: c"PyObject_GC_IsTracked" => fn(*mut PyObject) -> c_int,
+    gc_track: c"PyObject_GC_Track" => fn(*mut PyObject),
+    gc_untrack: c"PyObject_GC_UnTrack" => fn(*mut PyObject),
     incref: c"Py_IncRef" => fn(*mut PyObject),
     decref: c"Py_DecRef" => fn(*mut PyObject),
 }

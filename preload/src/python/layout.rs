@@ -62,6 +62,23 @@ pub unsafe fn pre_header(type_object: usize) -> usize {
     16 * usize::from(flags & HAVE_GC != 0) + 16 * usize::from(managed)
 }
 
+/// Whether objects of `type_object` have a gc header.
+///
+/// # Safety
+/// `type_object` is a live type object.
+#[inline(always)]
+pub unsafe fn has_gc(type_object: usize) -> bool {
+    // SAFETY: forwarded.
+    unsafe { type_flags(type_object) & HAVE_GC != 0 }
+}
+
+/// The first word of a gc object's gc header (`PyGC_Head._gc_next`, just
+/// before the object in every version): 0 while the garbage collector
+/// does not track the object.
+pub fn gc_link(object: usize) -> *mut usize {
+    (object - 16) as *mut usize
+}
+
 /// `tp_flags` of a type object.
 ///
 /// # Safety

@@ -10,4 +10,5 @@ pub mod heap;
 pub mod layout;
 pub mod liveness;
 pub mod runtime;
+mod trashcan;
 mod type_deaths;

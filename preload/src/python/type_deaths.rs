@@ -14,7 +14,10 @@
 //! `subtype_dealloc`, which ends in the `tp_dealloc` of the first base that
 //! has another one: that base is the type hooked (hooking a class itself
 //! would make `subtype_dealloc` run twice). The stubs are 16 bytes apart in
-//! one block, so whether a type is hooked is one range check.
+//! one block, so whether a type is hooked is one range check. A stub in
+//! `tp_dealloc` turns the interpreter's trashcan off for the type's own
+//! instances, so the stubs run the deallocators under one of their own
+//! (`trashcan`).
 
 use super::{layout, runtime};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -44,21 +47,15 @@ core::arch::global_asm!(
     ".rept {stubs}",
     ".p2align 4",
     ".cfi_startproc",
-    // The object is the first argument: keep it for the real function
-    // (the push also aligns the stack for the call).
-    "push rdi",
-    ".cfi_adjust_cfa_offset 8",
-    "call {dying}",
-    "pop rdi",
-    ".cfi_adjust_cfa_offset -8",
-    "jmp qword ptr [rip + {original} + 8 * refwatch_death_k]",
+    // dying(object, k): the object is the first argument already.
+    "mov esi, refwatch_death_k",
+    "jmp {dying}",
     ".cfi_endproc",
     ".set refwatch_death_k, refwatch_death_k + 1",
     ".endr",
     ".popsection",
     stubs = const STUBS,
     dying = sym dying,
-    original = sym ORIGINAL,
 );
 
 unsafe extern "C" {
@@ -85,11 +82,23 @@ fn real_dealloc(dealloc: usize) -> usize {
     }
 }
 
-/// Called by a stub with the object about to be deallocated.
-extern "C" fn dying(object: usize) {
+/// Stub `k` is called with the object to deallocate: provenance forgets
+/// it, and the type's own deallocator runs (in the trashcan's order).
+extern "C" fn dying(object: usize, k: usize) {
+    let stub = stubs() + 16 * k;
     // SAFETY: deallocation runs with the GIL held and the object is intact
-    // until its real `tp_dealloc` runs, after this.
-    unsafe { crate::provenance::forget(object) };
+    // until its real `tp_dealloc` runs, after this; stub `k` is installed
+    // only once its deallocator is in ORIGINAL[k]. An object whose own
+    // type's `tp_dealloc` is this stub dies as an instance of the hooked
+    // type itself (not from a subclass's `subtype_dealloc`): the case in
+    // which the interpreter's trashcan would let it wait.
+    unsafe {
+        crate::provenance::forget(object);
+        super::trashcan::run(object, ORIGINAL[k].load(Ordering::Acquire), || {
+            let type_object = layout::type_of(object);
+            layout::dealloc_of(type_object) == stub && layout::has_gc(type_object)
+        });
+    }
 }
 
 /// Learns which function the interpreter's classes deallocate with (Python
