@@ -23,7 +23,7 @@ mod trampolines;
 use crate::python::layout;
 use crate::sys;
 use apis::Effect;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tracked::Origin;
 
 /// Set once following is on (a GIL build whose layout refwatch knows).
@@ -250,13 +250,25 @@ fn record_fresh(site: usize, api: usize, result: usize) {
     }
     // The usual case without a call (so without a frame to save registers
     // in): the site's counter in its home slot, a type whose deaths are
-    // seen already, a free nursery slot.
+    // seen already (the one this function returned last, most often), a
+    // free nursery slot.
     let counter = crate::count::home_counter(site, crate::count::Kind::New);
+    let known = KNOWN_TYPE[api].load(Ordering::Relaxed);
     // SAFETY: the object's type is alive while the object is; new-reference
     // APIs are called with the GIL held, which is the tables' invariant.
     unsafe {
-        if let Some(counter) = counter.filter(|_| crate::python::liveness::seen_dying_already(type_object)) {
-            let pre_header = layout::pre_header(type_object);
+        if let Some(counter) = counter {
+            let pre_header = if known & !KNOWN_PRE_HEADER == type_object {
+                (known & KNOWN_PRE_HEADER) << 4
+            } else if crate::python::liveness::seen_dying_already(type_object) {
+                let pre_header = layout::pre_header(type_object);
+                if layout::is_static_type(type_object) {
+                    KNOWN_TYPE[api].store(type_object | pre_header >> 4, Ordering::Relaxed);
+                }
+                pre_header
+            } else {
+                return follow_fresh(site, api, result, type_object);
+            };
             if tracked::insert_young(result - pre_header, Origin::new(site, type_object, api, pre_header)) {
                 return crate::count::table::bump_single(counter);
             }
@@ -264,6 +276,16 @@ fn record_fresh(site: usize, api: usize, result: usize) {
         follow_fresh(site, api, result, type_object);
     }
 }
+
+/// Per new-reference function, the type of the fresh object it returned
+/// last when that is a static type (never freed) whose deaths are seen,
+/// with the object's pre-header in 16 bytes in the low bits (type objects
+/// are 8-byte aligned; a pre-header is 0, 16 or 32 bytes): most functions
+/// return one type (`PyLong_FromLong`, `PyList_New`), so following reads
+/// one word instead of the type's flags and deallocator. Stays right: a
+/// static type stays alive, and once its deaths are seen they stay seen.
+static KNOWN_TYPE: [AtomicUsize; trampolines::ENTRIES] = [const { AtomicUsize::new(0) }; trampolines::ENTRIES];
+const KNOWN_PRE_HEADER: usize = 3;
 
 /// `record_fresh` in general.
 ///

@@ -62,6 +62,18 @@ pub unsafe fn pre_header(type_object: usize) -> usize {
     16 * usize::from(flags & HAVE_GC != 0) + 16 * usize::from(managed)
 }
 
+/// Whether `type_object` is a static type (not `Py_TPFLAGS_HEAPTYPE`): a
+/// type object that is never freed.
+///
+/// # Safety
+/// `type_object` is a live type object.
+#[inline(always)]
+pub unsafe fn is_static_type(type_object: usize) -> bool {
+    const HEAPTYPE: u64 = 1 << 9;
+    // SAFETY: forwarded.
+    unsafe { type_flags(type_object) & HEAPTYPE == 0 }
+}
+
 /// Whether objects of `type_object` have a gc header.
 ///
 /// # Safety
