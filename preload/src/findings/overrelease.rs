@@ -36,7 +36,46 @@ pub enum Verdict {
 ///
 /// # Safety
 /// The caller holds the GIL and `object` is the live object being released.
+#[inline(always)]
 pub unsafe fn before_free(object: usize, site: usize) -> Verdict {
+    // Most releases free an object no container lent or took while no
+    // exception is being raised: a filter load (a map probe for objects
+    // provenance follows) and one call, without this check's frame.
+    // SAFETY: caller's contract.
+    if unsafe { !lent_or_taken(object) } && !exception_pending() {
+        return Verdict::Proceed;
+    }
+    // SAFETY: caller's contract.
+    unsafe { check_release(object, site) }
+}
+
+/// Whether a container lent or took `object` (an association is known).
+///
+/// # Safety
+/// The caller holds the GIL and `object` is alive.
+#[inline(always)]
+unsafe fn lent_or_taken(object: usize) -> bool {
+    // SAFETY: caller's contract.
+    unsafe {
+        crate::provenance::may_be_followed(object) && ASSOC.get(crate::provenance::key_of(object)).is_some()
+    }
+}
+
+/// Whether this thread is raising an exception.
+#[inline(always)]
+fn exception_pending() -> bool {
+    // SAFETY: `PyErr_Occurred` only reads the thread's state; the GIL is
+    // held (as for every release).
+    api::api().is_none_or(|api| unsafe { !(api.err_occurred)().is_null() })
+}
+
+/// `before_free` when the object may have been lent or taken, or an
+/// exception is being raised.
+///
+/// # Safety
+/// As for `before_free`.
+#[inline(never)]
+unsafe fn check_release(object: usize, site: usize) -> Verdict {
     // SAFETY: `object` is alive until the release goes on; its type too.
     let type_name = || unsafe { layout::type_name(layout::type_of(object)) };
     // SAFETY: GIL held and `object` alive (caller's contract).

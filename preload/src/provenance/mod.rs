@@ -284,7 +284,8 @@ fn record_fresh(site: usize, api: usize, result: usize) {
 /// return one type (`PyLong_FromLong`, `PyList_New`), so following reads
 /// one word instead of the type's flags and deallocator. Stays right: a
 /// static type stays alive, and once its deaths are seen they stay seen.
-static KNOWN_TYPE: [AtomicUsize; trampolines::ENTRIES] = [const { AtomicUsize::new(0) }; trampolines::ENTRIES];
+static KNOWN_TYPE: [AtomicUsize; trampolines::ENTRIES] =
+    [const { AtomicUsize::new(0) }; trampolines::ENTRIES];
 const KNOWN_PRE_HEADER: usize = 3;
 
 /// `record_fresh` in general.
@@ -416,13 +417,13 @@ pub unsafe fn forget(object: usize) {
     }
 }
 
-/// False when `object` is surely not followed (most objects): one load,
-/// before its type is read.
+/// False when `object` is surely in none of provenance's maps (most
+/// objects): one load, before its type is read.
 ///
 /// # Safety
 /// The caller holds the GIL.
 #[inline(always)]
-unsafe fn may_be_followed(object: usize) -> bool {
+pub unsafe fn may_be_followed(object: usize) -> bool {
     // The block starts 0, 16 or 32 bytes before the object: one filter load
     // answers for all three.
     // SAFETY: forwarded (GIL held).

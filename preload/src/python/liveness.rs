@@ -207,7 +207,7 @@ mod allocator {
             let get: GetAllocator = std::mem::transmute(get);
             let set: GetAllocator = std::mem::transmute(set);
             get(PYMEM_DOMAIN_OBJ, ORIGINAL.0.get());
-            if original().free.is_none() {
+            if original().free.is_none() || original().realloc.is_none() {
                 return false;
             }
             let free = if free { Some(self::free as _) } else { original().free };
@@ -219,6 +219,7 @@ mod allocator {
 
     /// Every resize of an object's memory: one filter load, then straight
     /// on to the original unless the block holds a followed object.
+    /// `ctx` is the original's, as in `free`.
     unsafe extern "C" fn realloc(ctx: *mut c_void, block: *mut c_void, size: usize) -> *mut c_void {
         let b = block as usize;
         // SAFETY: the object allocator runs with the GIL held.
@@ -226,18 +227,17 @@ mod allocator {
             // SAFETY: forwarded.
             return unsafe { realloc_followed(ctx, block, size) };
         }
-        let o = original();
-        // SAFETY: the original realloc with its own context.
-        unsafe { o.realloc.map_or(std::ptr::null_mut(), |f| f(o.ctx, block, size)) }
+        // SAFETY: the original realloc with its own context (`install`
+        // checked there is one).
+        unsafe { original().realloc.unwrap_unchecked()(ctx, block, size) }
     }
 
     #[inline(never)]
-    unsafe extern "C" fn realloc_followed(_: *mut c_void, block: *mut c_void, size: usize) -> *mut c_void {
-        let o = original();
+    unsafe extern "C" fn realloc_followed(ctx: *mut c_void, block: *mut c_void, size: usize) -> *mut c_void {
         // SAFETY: as in `realloc`; an object that moves is no longer where
         // it was.
         unsafe {
-            let moved = o.realloc.map_or(std::ptr::null_mut(), |f| f(o.ctx, block, size));
+            let moved = original().realloc.unwrap_unchecked()(ctx, block, size);
             if !moved.is_null() {
                 provenance::block_reallocated(block as usize, moved as usize);
             }
@@ -246,7 +246,8 @@ mod allocator {
     }
 
     /// Every free of an object's memory in the process: one filter load,
-    /// then straight on to the original (no frame of its own).
+    /// then straight on to the original (no frame of its own). `ctx` is the
+    /// original's: the hook was installed with it.
     unsafe extern "C" fn free(ctx: *mut c_void, block: *mut c_void) {
         let b = block as usize;
         // SAFETY: the object allocator runs with the GIL held.
@@ -254,24 +255,17 @@ mod allocator {
             // SAFETY: forwarded.
             return unsafe { free_followed(ctx, block) };
         }
-        let o = original();
-        // SAFETY: the original free with its own context.
-        unsafe {
-            if let Some(f) = o.free {
-                f(o.ctx, block)
-            }
-        }
+        // SAFETY: the original free, with its own context; `install` puts
+        // this hook in place only when there is one.
+        unsafe { original().free.unwrap_unchecked()(ctx, block) }
     }
 
     #[inline(never)]
-    unsafe extern "C" fn free_followed(_: *mut c_void, block: *mut c_void) {
-        let o = original();
+    unsafe extern "C" fn free_followed(ctx: *mut c_void, block: *mut c_void) {
         // SAFETY: as in `free`: GIL held, then the original free.
         unsafe {
             provenance::block_freed(block as usize);
-            if let Some(f) = o.free {
-                f(o.ctx, block)
-            }
+            original().free.unwrap_unchecked()(ctx, block)
         }
     }
 }
