@@ -38,9 +38,6 @@ pub fn env(name: &str) -> Option<String> {
     std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
 }
 
-/// A new zeroed, private, anonymous mapping of `bytes`, or `None`. Pages
-/// are only backed once touched, and no swap is reserved for them: the
-/// agent's tables are sized for the worst case and mostly stay untouched.
 /// The system's page size.
 pub fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
@@ -48,6 +45,9 @@ pub fn page_size() -> usize {
     usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
 }
 
+/// A new zeroed, private, anonymous mapping of `bytes`, or `None`. Pages
+/// are only backed once touched, and no swap is reserved for them: the
+/// agent's tables are sized for the worst case and mostly stay untouched.
 pub fn zeroed_mapping(bytes: usize) -> Option<*mut u8> {
     // SAFETY: an anonymous private mapping with no address hint has no
     // preconditions; the result is checked against MAP_FAILED.

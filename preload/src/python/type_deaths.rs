@@ -87,14 +87,14 @@ fn real_dealloc(dealloc: usize) -> usize {
 extern "C" fn dying(object: usize, k: usize) {
     let stub = stubs() + 16 * k;
     // SAFETY: deallocation runs with the GIL held and the object is intact
-    // until its real `tp_dealloc` runs, after this; stub `k` is installed
-    // only once its deallocator is in ORIGINAL[k]. An object whose own
+    // until its real `tp_dealloc` runs, after this; stub `k` (k < STUBS)
+    // is installed only once its deallocator is in ORIGINAL[k]. An object whose own
     // type's `tp_dealloc` is this stub dies as an instance of the hooked
     // type itself (not from a subclass's `subtype_dealloc`): the case in
     // which the interpreter's trashcan would let it wait.
     unsafe {
         crate::provenance::forget(object);
-        super::trashcan::run(object, ORIGINAL[k].load(Ordering::Acquire), || {
+        super::trashcan::run(object, ORIGINAL.get_unchecked(k).load(Ordering::Acquire), || {
             let type_object = layout::type_of(object);
             layout::dealloc_of(type_object) == stub && layout::has_gc(type_object)
         });
