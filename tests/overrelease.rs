@@ -203,21 +203,17 @@ fn the_crash_handler_names_the_release_behind_a_fault_on_the_freed_object() {
     });
 }
 
-#[test]
-fn a_release_that_does_not_free_is_found_when_the_object_dies_in_its_container() {
-    on_every_python("non-freeing", |py| {
+/// A release that does not free (the object has another owner), then the
+/// object dies while the container it was borrowed from still points at
+/// it: named where the extension got the reference, and once watched, at
+/// the release itself (`release`; `None`: the object dies inside the call
+/// that released it, which drops the watch before the call's end reads it,
+/// so the finding stays where the reference came from).
+fn a_release_that_does_not_free_is_named(label: &str, code: &str, borrow: &str, release: Option<&str>) {
+    on_every_python(label, |py| {
         let built = fixture_for(py);
-        // The item has a second owner (`v`), so the extension's bad release
-        // does not free it; freeing it later (`del v`) leaves the list
-        // pointing at a dead object. (An instance of a class: before 3.13
-        // refwatch sees frees through the object allocator, which types
-        // with a free list of their own, like list, bypass.)
-        let code =
-            "import overrelease as m, os, sys\nclass Box:\n    pass\nkeep = []\nfor i in range(3):\n    \
-                    v = Box()\n    c = [v]\n    keep.append(c)\n    m.drop_list_item(c)\n    del v\n\
-                    print('done'); sys.stdout.flush()\nos._exit(0)\n";
-        let borrow = marker_line("overrelease.c", "over-list-borrow");
-        let release = marker_line("overrelease.c", "over-list");
+        let borrow = marker_line("overrelease.c", borrow);
+        let release = release.map(|marker| marker_line("overrelease.c", marker));
         for watchpoints in ["on", "off"] {
             let r = run(py, &[&built], code, Agent::Json(&[("REFWATCH_WATCHPOINTS", watchpoints)]));
             let streamed = r.streamed();
@@ -234,20 +230,48 @@ fn a_release_that_does_not_free_is_found_when_the_object_dies_in_its_container()
             // summary names the release itself, unless watchpoints are off.
             let (findings, _) = r.summary_findings()?;
             let f = &findings[0];
-            let (precision, line) =
-                if watchpoints == "on" { (Precision::Exact, release) } else { (Precision::Origin, borrow) };
+            let (precision, line) = match release {
+                Some(release) if watchpoints == "on" => (Precision::Exact, release),
+                _ => (Precision::Origin, borrow),
+            };
             ensure!(
                 findings.len() == 1 && f.precision == precision && f.line == Some(line),
                 "watchpoints {watchpoints}: expected {precision:?} at overrelease.c:{line}: {findings:#?}"
             );
             ensure!(
-                watchpoints == "off" || f.evidence.contains("pinned by a hardware watchpoint"),
+                precision == Precision::Origin || f.evidence.contains("pinned by a hardware watchpoint"),
                 "{}",
                 f.evidence
             );
         }
         Ok(())
     });
+}
+
+#[test]
+fn a_release_that_does_not_free_is_found_when_the_object_dies_in_its_container() {
+    // The item has a second owner (`v`), so the extension's bad release
+    // does not free it; freeing it later (`del v`) leaves the list pointing
+    // at a dead object. (An instance of a class: before 3.13 refwatch sees
+    // frees through the object allocator, which types with a free list of
+    // their own, like list, bypass.)
+    let code = "import overrelease as m, os, sys\nclass Box:\n    pass\nkeep = []\nfor i in range(3):\n    \
+                v = Box()\n    c = [v]\n    keep.append(c)\n    m.drop_list_item(c)\n    del v\n\
+                print('done'); sys.stdout.flush()\nos._exit(0)\n";
+    a_release_that_does_not_free_is_named("non-freeing", code, "over-list-borrow", Some("over-list"));
+}
+
+#[test]
+fn a_parsed_argument_released_and_then_freed_during_the_call_is_found() {
+    // The argument has a second owner (the box), so the bad release does
+    // not free it; the same call then empties the box, which frees it while
+    // the argument tuple (kept by the driver, passed on as it is) still
+    // points at it.
+    let code = "import overrelease as m, os, sys\nclass Box:\n    pass\nkeep = []\nfor i in range(3):\n    \
+                box = [Box()]\n    args = (box[0], box)\n    keep.append(args)\n    \
+                m.drop_parsed_then_clear(*args)\n\
+                print('done'); sys.stdout.flush()\nos._exit(0)\n";
+    a_release_that_does_not_free_is_named("parsed non-freeing", code, "over-parsed-unseen", None);
 }
 
 #[test]

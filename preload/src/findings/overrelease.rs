@@ -49,7 +49,8 @@ pub unsafe fn before_free(object: usize, site: usize) -> Verdict {
     unsafe { check_release(object, site) }
 }
 
-/// Whether a container lent or took `object` (an association is known).
+/// Whether a container lent or took `object` (an association is known, or
+/// the current call's parse lent it).
 ///
 /// # Safety
 /// The caller holds the GIL and `object` is alive.
@@ -57,7 +58,9 @@ pub unsafe fn before_free(object: usize, site: usize) -> Verdict {
 unsafe fn lent_or_taken(object: usize) -> bool {
     // SAFETY: caller's contract.
     unsafe {
-        crate::provenance::may_be_followed(object) && ASSOC.get(crate::provenance::key_of(object)).is_some()
+        crate::provenance::may_be_followed(object)
+            && (crate::methods::lent_in_this_call(object)
+                || ASSOC.get(crate::provenance::key_of(object)).is_some())
     }
 }
 
@@ -116,14 +119,18 @@ unsafe fn check_release(object: usize, site: usize) -> Verdict {
 unsafe fn borrowed_or_given(object: usize) -> Option<impl FnOnce(&str) -> String> {
     // SAFETY: caller's contract.
     let key = unsafe { crate::provenance::key_of(object) };
-    // SAFETY: GIL held (caller's contract).
-    let association = unsafe { ASSOC.get(key) }?;
-    // SAFETY: as above.
-    if !unsafe { still_holds(&association, object) } {
-        return None;
-    }
-    // SAFETY: GIL held.
-    unsafe { ASSOC.remove(key) };
+    // SAFETY: GIL held (caller's contract); the argument tuple a parse in
+    // the current call lent from is held by the caller for the call.
+    let association = unsafe {
+        match ASSOC.get(key) {
+            Some(association) if still_holds(&association, object) => {
+                ASSOC.remove(key);
+                association
+            }
+            Some(_) => return None,
+            None => crate::methods::take_lent(object).filter(|a| holds(a, object))?,
+        }
+    };
     // SAFETY: the container is alive (checked by still_holds).
     let container_type = unsafe { layout::type_name(association.container_type) };
     let origin = report::place_of(association.site);
@@ -198,9 +205,17 @@ unsafe fn value_points_at(value: usize, object: usize) -> bool {
 /// # Safety
 /// The caller holds the GIL; `object` is being freed (its memory is still
 /// intact).
-pub unsafe fn freed(object: usize, association: &Association) {
-    // SAFETY: forwarded.
-    if !unsafe { still_holds(association, object) } {
+pub unsafe fn freed(object: usize, association: &Association, lent_in_call: bool) {
+    // SAFETY: forwarded; the argument tuple a parse in the current call
+    // lent from is held by the caller for the call.
+    let holds = unsafe {
+        if lent_in_call {
+            holds(association, object)
+        } else {
+            still_holds(association, object)
+        }
+    };
+    if !holds {
         return;
     }
     // SAFETY: the object's memory is intact until the free completes.
@@ -343,13 +358,19 @@ fn abort() -> ! {
 /// # Safety
 /// The caller holds the GIL.
 unsafe fn still_holds(a: &Association, object: usize) -> bool {
+    // SAFETY: GIL held (caller's contract); `holds` reads the container
+    // once it is known readable.
+    unsafe { a.container_readable() && holds(a, object) }
+}
+
+/// `still_holds` for a container known to be readable.
+///
+/// # Safety
+/// The caller holds the GIL; the container's memory is readable.
+unsafe fn holds(a: &Association, object: usize) -> bool {
     let c = a.container;
-    // SAFETY: GIL held (caller's contract).
-    if !unsafe { a.container_readable() } {
-        return false;
-    }
-    // SAFETY: the header is readable (checked above); a container on a free
-    // list or reused shows another type or an impossible refcount.
+    // SAFETY: the header is readable (caller's contract); a container on a
+    // free list or reused shows another type or an impossible refcount.
     let (type_object, refcount) = unsafe { (layout::type_of(c), layout::refcount(c)) };
     if type_object != a.container_type || !(1..layout::IMMORTAL).contains(&refcount) {
         return false;

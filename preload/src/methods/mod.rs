@@ -13,6 +13,7 @@
 //! stub (`stubs`) before the interpreter makes function objects of it; the
 //! interpreter reads `ml_meth` at every call.
 
+mod parsed;
 mod stubs;
 
 use crate::python::layout;
@@ -226,6 +227,12 @@ struct Frame {
     /// not when it is followed only because the method is a suspect. Only
     /// these calls' growth is noted: its counts are scaled by N.
     sampled: bool,
+    /// Where the argument tuple's items start in `objects` (after `self`).
+    first_item: u8,
+    /// The argument tuple of a `METH_VARARGS` call (0 otherwise).
+    args: usize,
+    /// What a parse of `args` lent in this call (`parsed`).
+    parse: parsed::Parse,
 }
 
 #[repr(C)]
@@ -247,6 +254,8 @@ fn calls() -> &'static mut Calls {
     // empty stack); only this thread's stubs touch it, one call at a time.
     unsafe { &mut *calls_block() }
 }
+
+pub use parsed::{lent_block_freed, lent_in_this_call, note_parse, take_lent};
 
 /// The method whose call this thread is in (the innermost followed one).
 pub fn current() -> Option<u32> {
@@ -324,10 +333,16 @@ extern "C" fn on_enter(k: usize, registers: *const [usize; 6]) {
     // SAFETY: the stub passes its saved argument registers; the method's
     // flags say how to read them; the arguments are alive for the call.
     unsafe {
-        frame.count = arguments(FLAGS[k].load(Ordering::Relaxed), &*registers, &mut frame.objects);
+        let flags = FLAGS[k].load(Ordering::Relaxed);
+        frame.count = arguments(flags, &*registers, &mut frame.objects);
         for i in 0..frame.count {
             frame.before[i] = layout::refcount(frame.objects[i]);
         }
+        // As `arguments` reads them: self (when not NULL), then the tuple's.
+        let varargs = flags & (METH_O | METH_FASTCALL) == 0 && flags & METH_VARARGS != 0;
+        frame.args = if varargs { (*registers)[1] } else { 0 };
+        frame.first_item = u8::from((*registers)[0] != 0);
+        frame.parse.clear();
         frame.armed = 0;
         if crate::watch::suspected(k as u32) {
             frame.armed = arm_arguments(k as u32, frame);
@@ -356,6 +371,12 @@ unsafe fn arm_arguments(k: u32, frame: &Frame) -> crate::watch::Armed {
 /// them by the call.
 extern "C" fn on_exit(k: usize, _registers: *const [usize; 6], result: usize) {
     let calls = calls();
+    if calls.depth.wrapping_sub(1) < DEPTH && calls.frames[calls.depth - 1].parse.pending() {
+        // SAFETY: the GIL is held (the method was called with it); the
+        // frame is this call's, still current.
+        unsafe { parsed::hand_over() };
+    }
+    let calls = self::calls();
     calls.depth = calls.depth.saturating_sub(1);
     let depth = calls.depth;
     if depth >= DEPTH {
@@ -382,7 +403,11 @@ fn exit_noting(k: usize, frame: &Frame, result: usize) {
         // SAFETY: arguments are held by the caller for the whole call.
         let after = unsafe { layout::refcount(object) };
         let (before, returned) = (frame.before[i], u64::from(object == result));
-        if before < layout::IMMORTAL {
+        // A refcount that reads as immortal or more was not reached by this
+        // call: the argument was freed during it (the extension released it
+        // without owning it), its memory poisoned (debug builds) or reused.
+        // Nothing more of it is read.
+        if before < layout::IMMORTAL && after < layout::IMMORTAL {
             after.saturating_sub(before + returned)
         } else {
             0

@@ -211,8 +211,10 @@ fn record_build(call: &Call, result: usize) {
 const MAX_PARSED: usize = 16;
 
 /// A `PyArg_Parse*` call succeeded: every object it handed out from the
-/// argument tuple is borrowed from it. (Keyword values are not followed:
-/// the dict the interpreter builds for a call never outlives it while the
+/// argument tuple is borrowed from it. The items the frame of the method
+/// call parsing its own arguments covers are noted there (`methods`);
+/// the others are followed here. (Keyword values are not followed: the
+/// dict the interpreter builds for a call never outlives it while the
 /// caller's own references remain.)
 #[cold]
 fn record_parse(call: &Call) {
@@ -220,14 +222,41 @@ fn record_parse(call: &Call) {
     if arguments < LOWEST_OBJECT {
         return;
     }
+    let noted = crate::methods::note_parse(arguments, call.site, call.api);
     // SAFETY: the call just parsed this tuple successfully, so it is a live
     // tuple; the GIL is held.
     let count = unsafe { layout::size(arguments) }.min(MAX_PARSED);
-    for index in 0..count {
+    for index in noted..count {
         // SAFETY: as above; index < size.
         let item = unsafe { layout::tuple_item(arguments, index) };
         let holder = Holder { container: arguments, index, slot: apis::Slot::TupleIndex };
         associate(item, holder, call, false);
+    }
+}
+
+/// A method call's parse lent `object` (item `index` of its argument tuple
+/// `tuple`) at `site`, and the call released more references to it than it
+/// took: follow it as `record_parse` does, so that its free while the tuple
+/// still points at it is named. Called as the call returns, still current.
+///
+/// # Safety
+/// The caller holds the GIL; `tuple` and `object` are alive.
+pub unsafe fn lent_from_arguments(object: usize, tuple: usize, index: usize, site: usize, api: u32) {
+    let call = Call { api: api as usize, site, args: [tuple, 0, 0] };
+    associate(object, Holder { container: tuple, index, slot: apis::Slot::TupleIndex }, &call, false);
+}
+
+/// Counts the memory `block` of an object (`delta` 1) in the filter in
+/// front of provenance's maps while a method call's frame holds what a
+/// parse lent of it, or stops (`delta` -1): its free then takes the slow
+/// path, which asks the frame.
+///
+/// # Safety
+/// The caller holds the GIL.
+pub unsafe fn count_lent(block: usize, delta: i8) {
+    if ENABLED.load(Ordering::Relaxed) {
+        // SAFETY: forwarded.
+        unsafe { address_map::count_key(block, delta) };
     }
 }
 
@@ -624,7 +653,9 @@ unsafe fn forget_in_other_maps(block: usize) {
         growth::GROWTH.remove(block);
         assoc::CONTAINERS.remove(block);
         if let Some(association) = assoc::ASSOC.remove(block) {
-            crate::findings::overrelease::freed(block + association.pre_header as usize, &association);
+            crate::findings::overrelease::freed(block + association.pre_header as usize, &association, false);
+        } else if let Some((object, association)) = crate::methods::lent_block_freed(block) {
+            crate::findings::overrelease::freed(object, &association, true);
         }
     }
 }
