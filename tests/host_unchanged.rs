@@ -82,6 +82,36 @@ fn each_invalid_setting_gets_one_line_and_the_program_runs_unwatched() {
     });
 }
 
+/// Variadic calls refwatch follows (`Py_BuildValue`, `PyArg_ParseTuple*`,
+/// `PyUnicode_FromFormat`, `PyBytes_FromFormat`, through the shadow-stack
+/// trampoline) with arguments on the stack and in vector registers give
+/// exactly what they give without refwatch.
+#[test]
+fn variadic_calls_give_the_same_results() {
+    on_every_python("variadic", |py| {
+        let built = fixture::build(py, "varargs.c", "varargs", &[]);
+        let code = "import varargs\n\
+                    for n in (0, 7, -3, 10**6):\n\
+                    \x20   print(varargs.build(n))\n\
+                    \x20   print(varargs.parse(n, n / 4, n * 2, 1.5, -n, 2.25, 'g%d' % n, 0.125, [n]))\n\
+                    \x20   print(varargs.keywords(n / 8, z=2.5), varargs.keywords(1.0, 2, 3.5))\n\
+                    try:\n\
+                    \x20   varargs.parse(1, 2)\n\
+                    except TypeError as e:\n\
+                    \x20   print('TypeError', e)\n";
+        let bare = run(py, &[&built], code, Agent::Off);
+        ensure!(bare.status.success() && bare.stdout.lines().count() == 13, "bare run: {}", bare.describe());
+        let watched = run(py, &[&built], code, Agent::Json(&[]));
+        ensure!(
+            watched.status.success() && watched.stdout == bare.stdout,
+            "under refwatch: {}\nwithout: {}",
+            watched.describe(),
+            bare.stdout
+        );
+        Ok(())
+    });
+}
+
 /// refwatch sees lists, tuples, dicts and an extension's own type die
 /// through their `tp_dealloc` once the extension made one (before 3.14);
 /// releasing a structure nested far deeper than the C stack allows must
