@@ -201,6 +201,9 @@ unsafe fn value_points_at(value: usize, object: usize) -> bool {
 /// reference was released that was not owned, and the release that did not
 /// free it (inline on a release build, invisible) is the likely one: the
 /// finding names where the extension got the reference (`origin`).
+/// `lent_in_call`: the association is one a method call's frame kept
+/// (`methods::parsed`), whose container, the call's argument tuple, the
+/// caller holds (readable without asking provenance's containers).
 ///
 /// # Safety
 /// The caller holds the GIL; `object` is being freed (its memory is still

@@ -11,10 +11,14 @@
 //! `PyModule_FromDefAndSpec2`, `PyModule_AddFunctions`, `PyType_Ready` and
 //! the `PyType_From*Spec*` family. Each entry's `ml_meth` is pointed at a
 //! stub (`stubs`) before the interpreter makes function objects of it; the
-//! interpreter reads `ml_meth` at every call.
+//! interpreter reads `ml_meth` at every call. What a `PyArg_Parse*` call
+//! lends from the call's own argument tuple is kept in its frame too
+//! (`parsed`).
 
 mod parsed;
 mod stubs;
+
+pub use parsed::{lent_block_freed, lent_in_this_call, note_parse, take_lent};
 
 use crate::python::layout;
 use std::ffi::{c_int, c_void};
@@ -254,8 +258,6 @@ fn calls() -> &'static mut Calls {
     // empty stack); only this thread's stubs touch it, one call at a time.
     unsafe { &mut *calls_block() }
 }
-
-pub use parsed::{lent_block_freed, lent_in_this_call, note_parse, take_lent};
 
 /// The method whose call this thread is in (the innermost followed one).
 pub fn current() -> Option<u32> {
