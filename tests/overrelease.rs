@@ -262,6 +262,18 @@ fn a_release_that_does_not_free_is_found_when_the_object_dies_in_its_container()
 }
 
 #[test]
+fn a_parsed_argument_released_and_freed_after_the_call_is_found() {
+    // As above, but the box is emptied after the call: its frame hands the
+    // argument, whose refcount the call lowered, to provenance as it
+    // returns.
+    let code = "import overrelease as m, os, sys\nclass Box:\n    pass\nkeep = []\nfor i in range(3):\n    \
+                box = [Box()]\n    args = (i, box[0])\n    keep.append(args)\n    m.drop_parsed(*args)\n    \
+                box.clear()\n\
+                print('done'); sys.stdout.flush()\nos._exit(0)\n";
+    a_release_that_does_not_free_is_named("parsed freed after", code, "parsed", Some("over-parsed"));
+}
+
+#[test]
 fn a_parsed_argument_released_and_then_freed_during_the_call_is_found() {
     // The argument has a second owner (the box), so the bad release does
     // not free it; the same call then empties the box, which frees it while
