@@ -37,6 +37,8 @@ DESCRIPTIONS = {
     "loop": "refcount-heavy extension loop (benches/loop.c work, -O2 -g)",
     "ujson": f"ujson {UJSON[1]} (sdist, -O2 -g) dumps+loads of a 3.5 KB document",
     "threads": f"{wl.THREADS} threads on the loop",
+    "methods": "a small METH_VARARGS method parsing two arguments with PyArg_ParseTuple (benches/loop.c parse_args), "
+    "called from a Python loop",
     "calls": "explicit Py_IncRef/Py_DecRef calls (ns added a call)",
     "live1m": "1M fresh ints created by the extension, kept alive (RSS)",
     "leaky": "loop with an inline Py_INCREF leak on each call's argument (watchpoints pin it; nowatch: off)",
@@ -44,7 +46,7 @@ DESCRIPTIONS = {
 MODES = ("bare", "refwatch", "sample100", "memray", "nowatch")
 NOWATCH_ON = ("leaky",)  # refwatch with REFWATCH_WATCHPOINTS=off: what pinning costs
 MEMRAY_ON = ("mixed", "loop", "ujson", "threads", "live1m")
-CALLGRIND_ON = ("pure", "mixed", "loop", "ujson", "threads", "leaky")
+CALLGRIND_ON = ("pure", "mixed", "loop", "ujson", "threads", "methods", "leaky")
 CALLGRIND_MODES = ("bare", "refwatch", "sample100")  # memray under valgrind: not measured
 # (workload, mode, highest wall ratio)
 RATIO_TARGETS = [("pure", "refwatch", 1.02), ("mixed", "refwatch", 1.05), ("loop", "refwatch", 1.15),

@@ -87,10 +87,26 @@ fresh_ints(PyObject *self, PyObject *arg)
     return list;
 }
 
+/* A small method as many extensions write them: parses its arguments with
+ * PyArg_ParseTuple, does a little work, returns a new int. */
+static PyObject *
+parse_args(PyObject *self, PyObject *args)
+{
+    PyObject *seq;
+    long n;
+    if (!PyArg_ParseTuple(args, "Ol", &seq, &n))
+        return NULL;
+    Py_ssize_t size = PyObject_Length(seq);
+    if (size < 0)
+        return NULL;
+    return PyLong_FromLong(n + (long)size);
+}
+
 static PyMethodDef methods[] = {
     {"work", work, METH_O, NULL},
     {"work_leaky", work_leaky, METH_O, NULL},
     {"calls", calls, METH_VARARGS, NULL},
+    {"parse_args", parse_args, METH_VARARGS, NULL},
     {"fresh_ints", fresh_ints, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };

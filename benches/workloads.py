@@ -15,6 +15,7 @@ PYTHON_STEPS = 1_500_000  # Python-level operations (pure, mixed)
 CODEC_EVERY = 100  # mixed: one C codec round trip every this many operations
 CODEC_ROUNDS = 30_000  # ujson round trips of a document of a few KB
 CALL_PAIRS = 20_000_000  # explicit Py_IncRef + Py_DecRef pairs
+PARSE_CALLS = 2_000_000  # benchloop.parse_args calls (methods)
 LIVE_OBJECTS = 1_000_000  # live1m: fresh ints kept alive (not scaled)
 THREADS = 4
 KEPT = []  # live1m's objects, alive until exit
@@ -110,6 +111,13 @@ def ujson_codec():
         ujson.loads(ujson.dumps(doc))
 
 
+def parsing_methods():
+    import benchloop
+    seq = [1, 2, 3]
+    for i in range(scaled(PARSE_CALLS)):
+        benchloop.parse_args(seq, i)
+
+
 def calls():
     import benchloop
     benchloop.calls([], scaled(CALL_PAIRS))
@@ -127,6 +135,7 @@ WORKLOADS = {
     "loop": (refcount_loop, ("benchloop",)),
     "ujson": (ujson_codec, ("ujson",)),
     "threads": (threads, ("benchloop", "threading")),
+    "methods": (parsing_methods, ("benchloop",)),
     "calls": (calls, ("benchloop",)),
     "live1m": (live_objects, ("benchloop",)),
     "leaky": (leaky_loop, ("benchloop",)),
