@@ -102,6 +102,34 @@ fn sampling_still_names_every_over_release() {
     });
 }
 
+/// Under sampling, a method seen parsing its arguments gets a frame in the
+/// calls that are not sampled too: every over-release of a parsed argument
+/// is still named, in each of many calls.
+#[test]
+fn sampling_names_every_over_release_of_a_parsed_argument_in_many_calls() {
+    on_every_python("sampled parses", |py| {
+        let built = fixture_for(py);
+        let code = "import overrelease as m, os, sys\nkeep = []\nfor i in range(2000):\n    \
+                    args = (i, [i])\n    keep.append(args)\n    m.drop_parsed(*args)\n\
+                    print('done'); sys.stdout.flush()\nos._exit(0)\n";
+        // Quarantined: the freed lists stay alive, so that 2000 of them
+        // leave the heap sound (a debug build's checks trip otherwise).
+        let agent = [("REFWATCH_SAMPLE", "100"), ("REFWATCH_ON_OVERRELEASE", "quarantine")];
+        let r = run(py, &[&built], code, Agent::Json(&agent));
+        ensure!(r.stdout == "done\n", "{}", r.describe());
+        let (findings, _) = r.summary_findings()?;
+        let line = marker_line("overrelease.c", "over-parsed");
+        ensure!(
+            matches!(&findings[..], [f] if f.kind == FindingKind::Overrelease
+                && f.precision == Precision::Exact
+                && f.line == Some(line)
+                && f.count == 2000),
+            "expected overrelease.c:{line} 2000 times: {findings:#?}"
+        );
+        Ok(())
+    });
+}
+
 #[test]
 fn correct_look_alikes_give_nothing() {
     on_every_python("look-alikes", |py| {

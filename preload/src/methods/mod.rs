@@ -231,8 +231,6 @@ struct Frame {
     /// not when it is followed only because the method is a suspect. Only
     /// these calls' growth is noted: its counts are scaled by N.
     sampled: bool,
-    /// Where the argument tuple's items start in `objects` (after `self`).
-    first_item: u8,
     /// The argument tuple of a `METH_VARARGS` call (0 otherwise).
     args: usize,
     /// What a parse of `args` lent in this call (`parsed`).
@@ -318,7 +316,8 @@ unsafe fn arguments(flags: u32, registers: &[usize; 6], out: &mut [usize; ARGUME
 extern "C" fn on_enter(k: usize, registers: *const [usize; 6]) {
     let calls = calls();
     // Under sampling, the gate let the call through when its countdown ran
-    // out (0, or wrapped from 0) or else for a suspect.
+    // out (0, or wrapped from 0), or else for a suspect, or for a method
+    // that parses its arguments (`stubs::PARSES`).
     let sampling = stubs::GATE.load(Ordering::Relaxed) != 0;
     let sampled = !sampling || calls.countdown.wrapping_add(1) <= 1;
     if sampling && sampled {
@@ -336,17 +335,22 @@ extern "C" fn on_enter(k: usize, registers: *const [usize; 6]) {
     // flags say how to read them; the arguments are alive for the call.
     unsafe {
         let flags = FLAGS[k].load(Ordering::Relaxed);
+        // As `arguments` reads them: the tuple of a METH_VARARGS call.
+        let varargs = flags & (METH_O | METH_FASTCALL) == 0 && flags & METH_VARARGS != 0;
+        frame.args = if varargs { (*registers)[1] } else { 0 };
+        frame.parse.clear();
+        frame.armed = 0;
+        let suspect = crate::watch::suspected(k as u32);
+        if !sampled && !suspect {
+            // Here only for what its parse lends: no references noted.
+            frame.count = 0;
+            return;
+        }
         frame.count = arguments(flags, &*registers, &mut frame.objects);
         for i in 0..frame.count {
             frame.before[i] = layout::refcount(frame.objects[i]);
         }
-        // As `arguments` reads them: self (when not NULL), then the tuple's.
-        let varargs = flags & (METH_O | METH_FASTCALL) == 0 && flags & METH_VARARGS != 0;
-        frame.args = if varargs { (*registers)[1] } else { 0 };
-        frame.first_item = u8::from((*registers)[0] != 0);
-        frame.parse.clear();
-        frame.armed = 0;
-        if crate::watch::suspected(k as u32) {
+        if suspect {
             frame.armed = arm_arguments(k as u32, frame);
         }
     }

@@ -6,10 +6,10 @@
 //! Each item is borrowed from the tuple, which the caller holds for the
 //! whole call: an item the extension's release frees during the call was
 //! not the extension's to free (`lent_in_this_call`, `take_lent`, for the
-//! over-release check). The frame already knows each item's refcount before the call;
-//! one the call released more references to than it took is handed to
-//! provenance as it returns (`hand_over`), so that a free while the tuple
-//! still points at it is still named. Each lent item counts in
+//! over-release check). The frame keeps each item's refcount when it was
+//! lent; one the call released more references to than it took is handed
+//! to provenance as it returns (`hand_over`), so that a free while the
+//! tuple still points at it is still named. Each lent item counts in
 //! provenance's filter while it is pending, so that its free during the
 //! call is not missed either (`lent_block_freed`). Items past those the
 //! frame covers, tuples that are not the call's own, and parses at a site
@@ -49,9 +49,17 @@ pub(super) struct Parse {
     api: u32,
     /// Tuple items lent and not yet reported, one bit each.
     pending: u32,
-    /// Each item's pre-header when lent (its block is that much before it).
-    pre_headers: [u8; super::ARGUMENTS],
+    /// The first items of the tuple (those a frame follows lazily), their
+    /// refcounts when lent, their pre-headers (each block is that much
+    /// before its object).
+    items: [usize; ITEMS],
+    before: [u64; ITEMS],
+    pre_headers: [u8; ITEMS],
 }
+
+/// Items of an argument tuple a frame follows; the parse follows the rest
+/// through provenance's maps.
+const ITEMS: usize = 6;
 
 impl Parse {
     /// No parse yet (a call's start).
@@ -73,34 +81,42 @@ fn current_frame() -> Option<&'static mut Frame> {
     (1..=DEPTH).contains(&depth).then(|| &mut calls.frames[depth - 1])
 }
 
-/// Items of the argument tuple whose refcounts the frame took.
-fn items_covered(frame: &Frame) -> usize {
-    if frame.args == 0 {
-        return 0;
-    }
-    frame.count.saturating_sub(usize::from(frame.first_item))
+/// Items of the argument tuple `tuple` a frame follows.
+///
+/// # Safety
+/// `tuple` is a live tuple.
+unsafe fn items_covered(tuple: usize) -> usize {
+    // SAFETY: caller's contract.
+    unsafe { layout::size(tuple) }.min(ITEMS)
 }
 
 /// A `PyArg_Parse*` call at `site` (`api`) parsed `tuple`. When that is the
 /// argument tuple of the method call this thread is in, the items its
 /// frame covers are noted there; returns how many (0: none, `tuple` is not
 /// the call's or its releases are watched).
-pub fn note_parse(tuple: usize, site: usize, api: usize) -> usize {
+///
+/// # Safety
+/// `tuple` is the live tuple the parse succeeded on; the GIL is held.
+pub unsafe fn note_parse(tuple: usize, site: usize, api: usize) -> usize {
     let Some(frame) = current_frame().filter(|f| f.args == tuple) else { return 0 };
     if crate::watch::wants_release(frame.method + 1, site) {
         return 0; // watched lending goes through `provenance::associate`
     }
-    let covered = items_covered(frame);
+    if let Some(parses) = super::stubs::PARSES.get(frame.method as usize) {
+        parses.store(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    // SAFETY: caller's contract.
+    let covered = unsafe { items_covered(tuple) };
     // Items a parse in this call lent already stay counted once.
     let mut lent = frame.parse.pending;
     let mut new = ((1u32 << covered) - 1) & !lent;
     while new != 0 {
         let index = new.trailing_zeros() as usize;
         new &= new - 1;
-        let object = frame.objects[usize::from(frame.first_item) + index];
         // SAFETY: an item of the call's argument tuple, alive for the call
         // (its type too); parsing runs with the GIL held.
         unsafe {
+            let object = layout::tuple_item(tuple, index);
             let type_object = layout::type_of(object);
             // As provenance: an object whose death could go unseen is not
             // followed.
@@ -108,9 +124,11 @@ pub fn note_parse(tuple: usize, site: usize, api: usize) -> usize {
                 continue;
             }
             let pre_header = layout::pre_header(type_object);
+            frame.parse.items[index] = object;
+            frame.parse.before[index] = layout::refcount(object);
             frame.parse.pre_headers[index] = pre_header as u8;
             crate::provenance::count_lent(object - pre_header, 1);
-            // A frame holds at most ARGUMENTS items, and DEPTH frames a
+            // A frame holds at most ITEMS items, and DEPTH frames a
             // thread: with the threads sharing a bucket, it saturates
             // long before it could wrap (then it only says "maybe").
             let bucket = lent_bucket(object);
@@ -126,7 +144,7 @@ pub fn note_parse(tuple: usize, site: usize, api: usize) -> usize {
 
 /// The memory block of item `index` of `frame`'s argument tuple.
 fn block_of(frame: &Frame, index: usize) -> usize {
-    frame.objects[usize::from(frame.first_item) + index] - usize::from(frame.parse.pre_headers[index])
+    frame.parse.items[index] - usize::from(frame.parse.pre_headers[index])
 }
 
 /// Stops counting item `index` of `frame` as lent.
@@ -138,7 +156,7 @@ unsafe fn settle(frame: &mut Frame, index: usize) {
     // SAFETY: forwarded; LENT is GIL-serialized.
     unsafe {
         crate::provenance::count_lent(block_of(frame, index), -1);
-        let bucket = lent_bucket(frame.objects[usize::from(frame.first_item) + index]);
+        let bucket = lent_bucket(frame.parse.items[index]);
         if *bucket != u8::MAX {
             *bucket -= 1;
         }
@@ -149,9 +167,7 @@ unsafe fn settle(frame: &mut Frame, index: usize) {
 /// reported yet.
 #[inline(always)]
 fn pending_index(frame: &Frame, object: usize) -> Option<usize> {
-    let first = usize::from(frame.first_item);
-    (0..items_covered(frame))
-        .find(|&i| frame.parse.pending & (1 << i) != 0 && frame.objects[first + i] == object)
+    (0..ITEMS).find(|&i| frame.parse.pending & (1 << i) != 0 && frame.parse.items[i] == object)
 }
 
 /// Whether the current call's parse lent `object` from its argument tuple
@@ -212,9 +228,8 @@ unsafe fn take(frame: &mut Frame, object: usize) -> Option<Association> {
 #[cold]
 pub unsafe fn lent_block_freed(block: usize) -> Option<(usize, Association)> {
     let frame = current_frame().filter(|f| f.parse.pending != 0)?;
-    let index = (0..items_covered(frame))
-        .find(|&i| frame.parse.pending & (1 << i) != 0 && block_of(frame, i) == block)?;
-    let object = frame.objects[usize::from(frame.first_item) + index];
+    let index = (0..ITEMS).find(|&i| frame.parse.pending & (1 << i) != 0 && block_of(frame, i) == block)?;
+    let object = frame.parse.items[index];
     // SAFETY: as above.
     unsafe { take(frame, object) }.map(|association| (object, association))
 }
@@ -228,32 +243,28 @@ pub unsafe fn lent_block_freed(block: usize) -> Option<(usize, Association)> {
 #[cold]
 pub(super) unsafe fn hand_over() {
     let Some(frame) = current_frame() else { return };
-    let mut pending = std::mem::take(&mut frame.parse.pending);
+    let mut pending = frame.parse.pending;
     let mut fell = 0u32;
     while pending != 0 {
         let index = pending.trailing_zeros() as usize;
         pending &= pending - 1;
-        let i = usize::from(frame.first_item) + index;
         // SAFETY: the caller holds the argument tuple, which still holds its
         // items (alive); the GIL is held.
         unsafe {
-            crate::provenance::count_lent(block_of(frame, index), -1);
-            if layout::refcount(frame.objects[i]) < frame.before[i] {
+            settle(frame, index);
+            if layout::refcount(frame.parse.items[index]) < frame.parse.before[index] {
                 fell |= 1 << index;
             }
         }
     }
     if fell != 0 {
-        let (objects, first) = (frame.objects, usize::from(frame.first_item));
-        let (tuple, site, api) = (frame.args, frame.parse.site, frame.parse.api);
+        let (items, tuple, site, api) = (frame.parse.items, frame.args, frame.parse.site, frame.parse.api);
         // Done with the frame: provenance reads the current call itself.
         while fell != 0 {
             let index = fell.trailing_zeros() as usize;
             fell &= fell - 1;
             // SAFETY: as above.
-            unsafe {
-                crate::provenance::lent_from_arguments(objects[first + index], tuple, index, site, api)
-            };
+            unsafe { crate::provenance::lent_from_arguments(items[index], tuple, index, site, api) };
         }
     }
 }

@@ -10,7 +10,8 @@
 //! average is followed; the others jump straight to the real function, as
 //! the provenance trampolines' gate does, except the calls of a suspect
 //! (`watch::suspected`), which are followed for the watches but do not
-//! count as sampled (every call counts down).
+//! count as sampled (every call counts down), and those of a method that
+//! parses its arguments (`PARSES`), which get a frame for that alone.
 
 use std::sync::atomic::{AtomicU8, AtomicUsize};
 
@@ -22,6 +23,12 @@ pub static REAL: [AtomicUsize; STUBS] = [const { AtomicUsize::new(0) }; STUBS];
 
 /// Non-zero when method calls are sampled.
 pub static GATE: AtomicU8 = AtomicU8::new(0);
+
+/// Non-zero for a method seen parsing its argument tuple: under sampling,
+/// its calls that are not sampled still get a frame (without the
+/// arguments' refcounts), which keeps what the parse lends (`parsed`)
+/// far more cheaply than provenance's maps.
+pub static PARSES: [AtomicU8; STUBS] = [const { AtomicU8::new(0) }; STUBS];
 
 /// Where the countdown is in the thread's method frames (`super::Calls`).
 pub const COUNTDOWN_OFFSET: usize = 8;
@@ -56,6 +63,9 @@ core::arch::global_asm!(
     "jbe 1f",
     "lea rax, [rip + {suspect}]",
     "cmp dword ptr [rax + 4 * r11], 0",
+    "jne 1f",
+    "lea rax, [rip + {parses}]",
+    "cmp byte ptr [rax + r11], 0",
     "jne 1f",
     "lea rax, [rip + {real}]",
     "jmp qword ptr [rax + 8 * r11]",
@@ -107,6 +117,7 @@ core::arch::global_asm!(
     ".text",
     real = sym REAL,
     gate = sym GATE,
+    parses = sym PARSES,
     suspect = sym crate::watch::SUSPECT,
     countdown = const COUNTDOWN_OFFSET,
     on_enter = sym super::on_enter,

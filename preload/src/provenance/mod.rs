@@ -222,7 +222,9 @@ fn record_parse(call: &Call) {
     if arguments < LOWEST_OBJECT {
         return;
     }
-    let noted = crate::methods::note_parse(arguments, call.site, call.api);
+    // SAFETY: the call just parsed this tuple successfully, so it is a live
+    // tuple; the GIL is held.
+    let noted = unsafe { crate::methods::note_parse(arguments, call.site, call.api) };
     // SAFETY: the call just parsed this tuple successfully, so it is a live
     // tuple; the GIL is held.
     let count = unsafe { layout::size(arguments) }.min(MAX_PARSED);
