@@ -9,7 +9,7 @@ mod common;
 use common::fixture::{self, marker_line, Built};
 use common::matrix::Python;
 use common::on_every_python;
-use common::run::{run, Agent};
+use common::run::{run, Agent, Run};
 use refwatch_model::event::{FindingKind, Precision};
 
 fn fixture_for(py: &Python) -> Built {
@@ -78,6 +78,22 @@ fn a_release_that_frees_what_a_container_still_holds_is_named_at_its_line() {
     });
 }
 
+/// The run printed "done", and its one finding is an exact over-release at
+/// `marker`, `count` times.
+fn one_exact_over_release(r: &Run, marker: &str, count: u64, what: &str) -> Result<(), String> {
+    ensure!(r.stdout == "done\n", "{what}: {}", r.describe());
+    let (findings, _) = r.summary_findings()?;
+    let line = marker_line("overrelease.c", marker);
+    ensure!(
+        matches!(&findings[..], [f] if f.kind == FindingKind::Overrelease
+            && f.precision == Precision::Exact
+            && f.line == Some(line)
+            && f.count == count),
+        "{what}: expected overrelease.c:{line} {count} times: {findings:#?}"
+    );
+    Ok(())
+}
+
 /// Sampling thins fresh objects and method calls, never the references
 /// lent or given away (a `Py_BuildValue` whose format has an `N` is always
 /// followed): each over-release is still named at its line.
@@ -87,16 +103,7 @@ fn sampling_still_names_every_over_release() {
         let built = fixture_for(py);
         for (call, marker) in BAD {
             let r = run(py, &[&built], &driver(call), Agent::Json(&[("REFWATCH_SAMPLE", "100")]));
-            ensure!(r.stdout == "done\n", "{call}: {}", r.describe());
-            let (findings, _) = r.summary_findings()?;
-            let line = marker_line("overrelease.c", marker);
-            ensure!(
-                matches!(&findings[..], [f] if f.kind == FindingKind::Overrelease
-                    && f.precision == Precision::Exact
-                    && f.line == Some(line)
-                    && f.count == 3),
-                "{call} sampled: expected overrelease.c:{line} three times: {findings:#?}"
-            );
+            one_exact_over_release(&r, marker, 3, &format!("{call} sampled"))?;
         }
         Ok(())
     });
@@ -116,17 +123,7 @@ fn sampling_names_every_over_release_of_a_parsed_argument_in_many_calls() {
         // leave the heap sound (a debug build's checks trip otherwise).
         let agent = [("REFWATCH_SAMPLE", "100"), ("REFWATCH_ON_OVERRELEASE", "quarantine")];
         let r = run(py, &[&built], code, Agent::Json(&agent));
-        ensure!(r.stdout == "done\n", "{}", r.describe());
-        let (findings, _) = r.summary_findings()?;
-        let line = marker_line("overrelease.c", "over-parsed");
-        ensure!(
-            matches!(&findings[..], [f] if f.kind == FindingKind::Overrelease
-                && f.precision == Precision::Exact
-                && f.line == Some(line)
-                && f.count == 2000),
-            "expected overrelease.c:{line} 2000 times: {findings:#?}"
-        );
-        Ok(())
+        one_exact_over_release(&r, "over-parsed", 2000, "2000 sampled calls")
     });
 }
 

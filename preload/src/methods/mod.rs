@@ -376,13 +376,10 @@ unsafe fn arm_arguments(k: u32, frame: &Frame) -> crate::watch::Armed {
 /// with more references than before, beyond the one in `result`, was given
 /// them by the call.
 extern "C" fn on_exit(k: usize, _registers: *const [usize; 6], result: usize) {
+    // SAFETY: the GIL is held (the method was called with it); the frame is
+    // this call's, still current.
+    unsafe { parsed::hand_over() };
     let calls = calls();
-    if calls.depth.wrapping_sub(1) < DEPTH && calls.frames[calls.depth - 1].parse.pending() {
-        // SAFETY: the GIL is held (the method was called with it); the
-        // frame is this call's, still current.
-        unsafe { parsed::hand_over() };
-    }
-    let calls = self::calls();
     calls.depth = calls.depth.saturating_sub(1);
     let depth = calls.depth;
     if depth >= DEPTH {

@@ -66,11 +66,6 @@ impl Parse {
     pub(super) fn clear(&mut self) {
         self.pending = 0;
     }
-
-    /// Whether items lent are pending.
-    pub(super) fn pending(&self) -> bool {
-        self.pending != 0
-    }
 }
 
 /// The innermost followed call's frame, if this thread is in one.
@@ -163,11 +158,18 @@ unsafe fn settle(frame: &mut Frame, index: usize) {
     }
 }
 
+/// The first item `frame`'s parse lent, not reported yet, for which
+/// `matches(index)` holds.
+#[inline(always)]
+fn pending_where(frame: &Frame, matches: impl Fn(usize) -> bool) -> Option<usize> {
+    (0..ITEMS).find(|&i| frame.parse.pending & (1 << i) != 0 && matches(i))
+}
+
 /// Where `object` is among the items `frame`'s parse lent and that were not
 /// reported yet.
 #[inline(always)]
 fn pending_index(frame: &Frame, object: usize) -> Option<usize> {
-    (0..ITEMS).find(|&i| frame.parse.pending & (1 << i) != 0 && frame.parse.items[i] == object)
+    pending_where(frame, |i| frame.parse.items[i] == object)
 }
 
 /// Whether the current call's parse lent `object` from its argument tuple
@@ -228,21 +230,32 @@ unsafe fn take(frame: &mut Frame, object: usize) -> Option<Association> {
 #[cold]
 pub unsafe fn lent_block_freed(block: usize) -> Option<(usize, Association)> {
     let frame = current_frame().filter(|f| f.parse.pending != 0)?;
-    let index = (0..ITEMS).find(|&i| frame.parse.pending & (1 << i) != 0 && block_of(frame, i) == block)?;
+    let index = pending_where(frame, |i| block_of(frame, i) == block)?;
     let object = frame.parse.items[index];
     // SAFETY: as above.
     unsafe { take(frame, object) }.map(|association| (object, association))
 }
 
-/// The current call returns with items pending: they stop counting as
+/// The current call returns: the items its parse lent stop counting as
 /// lent, and each whose refcount fell below what it was at the call goes to
 /// provenance, which follows it until it dies (the call still current).
 ///
 /// # Safety
 /// The caller holds the GIL; the frame is the returning call's.
-#[cold]
+#[inline(always)]
 pub(super) unsafe fn hand_over() {
-    let Some(frame) = current_frame() else { return };
+    if let Some(frame) = current_frame().filter(|f| f.parse.pending != 0) {
+        // SAFETY: forwarded.
+        unsafe { hand_over_pending(frame) };
+    }
+}
+
+/// `hand_over` when items are pending.
+///
+/// # Safety
+/// As for `hand_over`.
+#[cold]
+unsafe fn hand_over_pending(frame: &mut Frame) {
     let mut pending = frame.parse.pending;
     let mut fell = 0u32;
     while pending != 0 {
