@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import os
 import shutil
 import statistics
@@ -180,21 +181,31 @@ def git(*args):
     return subprocess.run(["git", "-C", ROOT] + list(args), capture_output=True, text=True, check=True).stdout.strip()
 
 
-def library_at(rev):
+def library_at(rev, patch=None):
     """librefwatch.so built from a clean export of commit rev (the working
-    tree may hold other people's unfinished changes), cached per commit."""
+    tree may hold other people's unfinished changes), with patch applied
+    (benches/floors/: builds that do less, to measure floors), cached per
+    commit and patch."""
     commit = git("rev-parse", "--short", rev)
-    src = os.path.join(BENCH_CACHE, f"src-{commit}")
+    tag = commit
+    if patch:
+        with open(patch, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()[:12]
+        tag += f"-{os.path.splitext(os.path.basename(patch))[0]}-{digest}"
+    src = os.path.join(BENCH_CACHE, f"src-{tag}")
     lib = os.path.join(src, "target", "release", "librefwatch.so")
     if not os.path.exists(lib):
-        log(f"building librefwatch.so at {commit} in {src}")
-        os.makedirs(src, exist_ok=True)
+        log(f"building librefwatch.so at {tag} in {src}")
+        shutil.rmtree(src, ignore_errors=True)
+        os.makedirs(src)
         archive = subprocess.Popen(["git", "-C", ROOT, "archive", commit], stdout=subprocess.PIPE)
         subprocess.check_call(["tar", "-x", "-C", src], stdin=archive.stdout)
         if archive.wait():
             sys.exit(f"git archive {commit} failed")
+        if patch and subprocess.call(["patch", "-s", "-p1", "-d", src, "-i", os.path.abspath(patch)]):
+            sys.exit(f"{patch} does not apply to {commit}")
         subprocess.check_call(["cargo", "build", "--release", "--quiet", "-p", "refwatch-preload"], cwd=src)
-    return lib, commit
+    return lib, tag
 
 
 def command(interp, mode, workload, tmp):
@@ -375,8 +386,8 @@ def library(args):
     """Sets LIB; says what it was built from."""
     global LIB
     if args.commit:
-        LIB, commit = library_at(args.commit)
-        return f"at {commit} (clean export)"
+        LIB, tag = library_at(args.commit, args.patch)
+        return f"at {tag} (clean export" + (f", {args.patch} applied)" if args.patch else ")")
     dirty = git("status", "--porcelain", "--untracked-files=no", "--", "preload", "model", "Cargo.lock")
     return f"at {git('rev-parse', '--short', 'HEAD')}" + (" plus uncommitted agent changes" if dirty else "")
 
@@ -391,7 +402,13 @@ def parse_args():
     ap.add_argument("--keep-callgrind", metavar="DIR", help="keep the callgrind output files in DIR")
     ap.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     ap.add_argument("--commit", metavar="REV", help="measure librefwatch.so built from a clean export of REV")
+    ap.add_argument("--patch", metavar="FILE",
+                    help="with --commit: apply FILE to the export first (benches/floors/*.patch: floors)")
     args = ap.parse_args()
+    if args.patch and not args.commit:
+        ap.error(f"--patch {args.patch}: needs --commit REV (the commit the patch applies to)")
+    if args.patch and not os.path.isfile(args.patch):
+        ap.error(f"--patch {args.patch}: no such file")
     args.runs = args.runs or (2 if args.quick else 5)
     args.scale = 0.2 if args.quick else 1
     args.callgrind_scale = 0.005 if args.quick else 0.02
