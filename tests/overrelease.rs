@@ -127,13 +127,72 @@ fn sampling_names_every_over_release_of_a_parsed_argument_in_many_calls() {
     });
 }
 
+/// A method that returns an object it was called with (an argument, or
+/// self) without a reference of its own hands its caller one that nobody
+/// took: named at the method (the return makes no call), the function's
+/// line, with the refcounts before and after the call as evidence.
+#[test]
+fn an_argument_returned_without_a_reference_is_named_at_its_function() {
+    on_every_python("returned unowned", |py| {
+        let built = fixture_for(py);
+        let cases = [
+            ("k(m.return_argument(k([i])))", "returned-arg", "return_argument"),
+            ("k(m.return_parsed(*k((i, [i]))))", "returned-parsed", "return_parsed"),
+            ("k(m.return_self())", "returned-self", "return_self"),
+        ];
+        for (call, marker, function) in cases {
+            let r = run(py, &[&built], &driver(call), Agent::Json(&[]));
+            ensure!(r.stdout == "done\n", "{call}: {}", r.describe());
+            let (findings, _) = r.summary_findings()?;
+            let line = marker_line("overrelease.c", marker);
+            ensure!(
+                matches!(&findings[..], [f] if f.kind == FindingKind::Overrelease
+                    && f.precision == Precision::Function
+                    && f.line == Some(line)
+                    && f.function.as_deref() == Some(function)
+                    && f.count == 3
+                    && f.evidence.contains("without taking a reference")),
+                "{call}: expected overrelease.c:{line} in {function}, 3 times: {findings:#?}"
+            );
+        }
+        Ok(())
+    });
+}
+
+/// A method ending in a tail call to a lending function (a jump at -O2:
+/// the function returns straight to the method's caller) is still named:
+/// at the method, where the reference came from.
+#[test]
+fn a_borrowed_reference_returned_by_a_tail_call_is_named_at_its_method() {
+    on_every_python("tail call", |py| {
+        let built = fixture_for(py);
+        let call = "m.first_item(k([[i]]))";
+        let r = run(py, &[&built], &driver(call), Agent::Json(&[("REFWATCH_WATCHPOINTS", "off")]));
+        ensure!(r.stdout == "done\n", "{call}: {}", r.describe());
+        let (findings, _) = r.summary_findings()?;
+        let line = marker_line("overrelease.c", "tail-borrow");
+        ensure!(
+            matches!(&findings[..], [f] if f.kind == FindingKind::Overrelease
+                && f.precision == Precision::Origin
+                && f.line == Some(line)
+                && f.function.as_deref() == Some("first_item")
+                && f.count == 3
+                && f.evidence.contains("by PyList_GetItem")),
+            "{call}: expected overrelease.c:{line} in first_item, 3 times: {findings:#?}"
+        );
+        Ok(())
+    });
+}
+
 #[test]
 fn correct_look_alikes_give_nothing() {
     on_every_python("look-alikes", |py| {
         let built = fixture_for(py);
         let calls = "m.use_list_item(k([[i]])); m.take_and_remove(k([[i]])); k(m.give_after_own_ref()); \
                      m.add_own_ref_then_drop('ok%d' % i); k(m.build_o_then_drop()); \
-                     m.own_parsed(*k((i, [i]))); k(m.drop_raised_key_once())";
+                     m.own_parsed(*k((i, [i]))); k(m.drop_raised_key_once()); \
+                     k(m.return_argument_owned(k([i]))); k(m.return_parsed_owned(*k((i, [i])))); \
+                     k(m.return_self_owned())";
         let r = run(py, &[&built], &driver(calls), Agent::Json(&[]));
         ensure!(r.stdout == "done\n", "{}", r.describe());
         let (findings, _) = r.summary_findings()?;

@@ -69,6 +69,7 @@ pub fn render_finding(out: &mut String, f: &Finding) {
     };
     let precision = match f.precision {
         Precision::Exact => String::new(),
+        Precision::Function if f.candidates.is_empty() => " (in this function)".to_string(),
         Precision::Function => format!(" (in this function; candidate lines {:?})", f.candidates),
         Precision::Origin => " (where the reference came from)".to_string(),
     };

@@ -245,6 +245,36 @@ pub unsafe fn freed(object: usize, association: &Association, lent_in_call: bool
     }
 }
 
+/// Method `method` returned `object`, one of the objects it was called
+/// with (an argument, or self), with no more references than it had before
+/// the call (`before`, `after`): the caller now owns a reference nobody
+/// took for it, and will release it (a missing `Py_INCREF` before the
+/// return). Named at the method, whose return made no call to see.
+///
+/// # Safety
+/// The caller holds the GIL; `object` is alive (its caller holds it).
+pub unsafe fn returned_unowned(method: u32, object: usize, before: u64, after: u64) {
+    // SAFETY: caller's contract.
+    let type_name = unsafe { layout::type_name(layout::type_of(object)) };
+    let (place, _) = report::function_and_increments(crate::methods::function_of(method));
+    let function = place.function.clone().unwrap_or_else(|| "this method".to_string());
+    let evidence = format!(
+        "{function} returned the {type_name} it was called with (an argument, or self) without taking a \
+         reference for it: its refcount was {before} before the call and {after} after, so the caller now owns \
+         a reference nobody took (a Py_INCREF missing before the return), and its release will free the object \
+         while it is still in use"
+    );
+    let finding = report_place(place, Precision::Function, evidence);
+    // SAFETY: as above.
+    let end = object + unsafe { layout::allocated_size(object) };
+    remember_for_crash(object, end, &type_name, &finding);
+    if let Some(OnOverrelease::Quarantine) = lifecycle::settings().map(|s| s.on_overrelease) {
+        // SAFETY: alive, GIL held (caller's contract): pinned, the release
+        // to come cannot free it.
+        unsafe { layout::pin(object) };
+    }
+}
+
 /// A watch saw the extension access, at the instruction before `ip`, the
 /// refcount of an object its release at `freed_at` (a return address) had
 /// freed: a second release (on 3.12+ one that reads the freed memory, finds
@@ -323,7 +353,10 @@ pub fn negative_refcount(object: usize, site: usize) {
 }
 
 fn report_at(site: usize, precision: Precision, evidence: String) -> Finding {
-    let place = report::place_of(site);
+    report_place(report::place_of(site), precision, evidence)
+}
+
+fn report_place(place: crate::symbolize::Place, precision: Precision, evidence: String) -> Finding {
     let finding = Finding {
         id: 0,
         kind: FindingKind::Overrelease,

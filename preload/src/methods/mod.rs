@@ -212,6 +212,31 @@ pub fn function_of(k: u32) -> usize {
     stubs::REAL.get(k as usize).map_or(0, |r| r.load(Ordering::Relaxed))
 }
 
+/// The call site to count a C-API call returning to `ra` at. A method that
+/// ends in a tail call (`return PyList_GetItem(list, 0);` at -O2 is a
+/// jump) leaves its own return address to the function it jumps to: in a
+/// followed call, the stub's. Such calls are counted at the method's stub
+/// (plus one, a return address in it), which `tail_call_function` names.
+#[inline(always)]
+pub fn call_site(ra: usize) -> usize {
+    if ra == stubs::returned() {
+        return tail_call_site(ra);
+    }
+    ra
+}
+
+#[cold]
+fn tail_call_site(ra: usize) -> usize {
+    current().map_or(ra, |k| stubs::stub(k as usize) + 1)
+}
+
+/// The method function a call site from `call_site` stands for, when it
+/// is a tail call's.
+pub fn tail_call_function(site: usize) -> Option<usize> {
+    let k = stubs::index_of(site.wrapping_sub(1))?;
+    Some(function_of(k as u32)).filter(|&f| f != 0)
+}
+
 /// Arguments looked at per call.
 const ARGUMENTS: usize = 6;
 /// Nested method calls followed per thread.
@@ -386,20 +411,38 @@ extern "C" fn on_exit(k: usize, _registers: *const [usize; 6], result: usize) {
         return;
     }
     let frame = &calls.frames[depth];
-    // Usually no argument has more references than before and no watch is
-    // armed: one load and compare per argument.
+    // Usually no argument has more references than before, none is the
+    // result and no watch is armed: a load and two compares per argument.
     let count = frame.count.min(ARGUMENTS);
     // SAFETY: arguments are held by the caller for the whole call.
-    let grew = (0..count).any(|i| unsafe { layout::refcount(frame.objects[i]) } > frame.before[i]);
-    if grew || frame.armed != 0 {
+    let noted = (0..count).any(|i| {
+        let object = frame.objects[i];
+        object == result || unsafe { layout::refcount(object) } > frame.before[i]
+    });
+    if noted || frame.armed != 0 {
         exit_noting(k, frame, result);
     }
 }
 
-/// `on_exit` when an argument has more references than before the call or
-/// a watch is armed for it.
+/// `on_exit` when an argument has more references than before the call, is
+/// the result, or a watch is armed for it.
 #[cold]
 fn exit_noting(k: usize, frame: &Frame, result: usize) {
+    let objects = &frame.objects[..frame.count.min(ARGUMENTS)];
+    if let Some(i) = objects.iter().position(|&o| o == result) {
+        // SAFETY: arguments are held by the caller for the whole call.
+        let after = unsafe { layout::refcount(result) };
+        // The caller takes the result as a reference of its own: returning
+        // an argument (or self) needs one more than it had. Read as in
+        // `left_on` (an immortal or freed-looking count says nothing).
+        if frame.before[i] < layout::IMMORTAL && after <= frame.before[i] && frame.sampled {
+            // SAFETY: the GIL is held (the method was called with it); the
+            // result is alive (its caller holds it).
+            unsafe {
+                crate::findings::overrelease::returned_unowned(k as u32, result, frame.before[i], after)
+            };
+        }
+    }
     // How many references the call left on argument `i`.
     let left_on = |i: usize| -> u64 {
         let object = frame.objects[i];

@@ -93,6 +93,11 @@ core::arch::global_asm!(
     "mov r8, qword ptr [rsp + 32]",
     "mov r9, qword ptr [rsp + 40]",
     "call r11",
+    // Where the method returns to: also where a C-API function it called
+    // as a tail call returns to.
+    ".globl refwatch_method_returned",
+    ".hidden refwatch_method_returned",
+    "refwatch_method_returned:",
     "mov qword ptr [rsp + 48], rax",
     // on_exit(k, registers, result)
     "mov rdi, qword ptr [rsp + 56]",
@@ -126,6 +131,14 @@ core::arch::global_asm!(
 
 unsafe extern "C" {
     static refwatch_method_stubs: [usize; STUBS];
+    static refwatch_method_returned: u8;
+}
+
+/// The return address of every followed method call.
+#[inline(always)]
+pub fn returned() -> usize {
+    // Only the label's address is taken, which needs no `unsafe`.
+    &raw const refwatch_method_returned as usize
 }
 
 /// The address of stub `k`.

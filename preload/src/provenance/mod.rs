@@ -90,15 +90,15 @@ type Handler = extern "C" fn(result: usize, frame: *const [usize; 4], api: usize
 /// The handler of every effect but a new reference.
 extern "C" fn on_call(result: usize, frame: *const [usize; 4], api: usize) {
     // SAFETY: the entry passes its own stack slots, written just before.
-    let [a, b, c, site] = unsafe { *frame };
-    record(&Call { api, site, args: [a, b, c] }, result);
+    let [a, b, c, ra] = unsafe { *frame };
+    record(&Call { api, site: crate::methods::call_site(ra), args: [a, b, c] }, result);
 }
 
 /// The handler of a function that returns a new reference: the most
 /// frequent followed call, so it reads only the return address.
 extern "C" fn on_new(result: usize, frame: *const [usize; 4], api: usize) {
     // SAFETY: as in `on_call`.
-    record_fresh(unsafe { (*frame)[3] }, api, result);
+    record_fresh(crate::methods::call_site(unsafe { (*frame)[3] }), api, result);
 }
 
 /// `on_new` under sampling: the entry's gate let this call through (one in
@@ -137,7 +137,8 @@ pub extern "C" fn on_return(result: usize, stack_pointer: usize) -> usize {
         frame
     };
     shadow.depth = top;
-    record(&Call { api: frame.entry, site: frame.return_address, args: frame.args }, result);
+    let site = crate::methods::call_site(frame.return_address);
+    record(&Call { api: frame.entry, site, args: frame.args }, result);
     frame.return_address
 }
 

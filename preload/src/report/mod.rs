@@ -44,7 +44,18 @@ pub fn place_of(ra: usize) -> Place {
     let symbolizer = symbolizer.get_or_insert_with(Symbolizer::default);
     // The leak check asks once per object: most sites are named already,
     // and only a miss needs the list of watched objects.
-    symbolizer.cached(ra).unwrap_or_else(|| symbolizer.place(ra, &interpose::watched()))
+    symbolizer.cached(ra).unwrap_or_else(|| locate(symbolizer, ra, &interpose::watched()))
+}
+
+/// The place of `ra`; a method's tail call (`methods::call_site`) is named
+/// at the method's function.
+fn locate(symbolizer: &mut Symbolizer, ra: usize, watched: &[interpose::Watched]) -> Place {
+    match crate::methods::tail_call_function(ra) {
+        // The entry address is the "return address" of nothing: name the
+        // instruction at it (a return address names the one before).
+        Some(function) => symbolizer.place(function + 1, watched),
+        None => symbolizer.place(ra, watched),
+    }
 }
 
 /// The function at `function` (an entry address) and the lines in it
@@ -90,7 +101,7 @@ pub fn sites() -> Vec<Site> {
     let symbolizer = symbolizer.get_or_insert_with(Symbolizer::default);
     let mut by_place: HashMap<Place, Site> = HashMap::new();
     for (ra, counts) in snapshot() {
-        let place = symbolizer.place(ra, &watched);
+        let place = locate(symbolizer, ra, &watched);
         let site = by_place.entry(place.clone()).or_insert_with(|| Site {
             module: place.module,
             file: place.file,
