@@ -414,9 +414,9 @@ extern "C" fn on_exit(k: usize, _registers: *const [usize; 6], result: usize) {
     // Usually no argument has more references than before, none is the
     // result and no watch is armed: a load and two compares per argument.
     let count = frame.count.min(ARGUMENTS);
-    // SAFETY: arguments are held by the caller for the whole call.
     let noted = (0..count).any(|i| {
         let object = frame.objects[i];
+        // SAFETY: arguments are held by the caller for the whole call.
         object == result || unsafe { layout::refcount(object) } > frame.before[i]
     });
     if noted || frame.armed != 0 {
