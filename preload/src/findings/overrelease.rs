@@ -256,7 +256,7 @@ pub unsafe fn freed(object: usize, association: &Association, lent_in_call: bool
 pub unsafe fn returned_unowned(method: u32, object: usize, before: u64, after: u64) {
     // SAFETY: caller's contract.
     let type_name = unsafe { layout::type_name(layout::type_of(object)) };
-    let (place, _) = report::function_and_increments(crate::methods::function_of(method));
+    let place = report::function_place(crate::methods::function_of(method));
     let function = place.function.clone().unwrap_or_else(|| "this method".to_string());
     let evidence = format!(
         "{function} returned the {type_name} it was called with (an argument, or self) without taking a \

@@ -51,11 +51,23 @@ pub fn place_of(ra: usize) -> Place {
 /// at the method's function.
 fn locate(symbolizer: &mut Symbolizer, ra: usize, watched: &[interpose::Watched]) -> Place {
     match crate::methods::tail_call_function(ra) {
-        // The entry address is the "return address" of nothing: name the
-        // instruction at it (a return address names the one before).
-        Some(function) => symbolizer.place(function + 1, watched),
+        Some(function) => place_of_entry(symbolizer, function, watched),
         None => symbolizer.place(ra, watched),
     }
+}
+
+/// The place of the function at `function` (an entry address).
+fn place_of_entry(symbolizer: &mut Symbolizer, function: usize, watched: &[interpose::Watched]) -> Place {
+    // The entry address is the "return address" of nothing: name the
+    // instruction at it (a return address names the one before).
+    symbolizer.place(function + 1, watched)
+}
+
+/// The place of the function at `function` (an entry address; cached).
+pub fn function_place(function: usize) -> Place {
+    let mut symbolizer = SYMBOLIZER.lock().unwrap_or_else(|e| e.into_inner());
+    let symbolizer = symbolizer.get_or_insert_with(Symbolizer::default);
+    place_of_entry(symbolizer, function, &interpose::watched())
 }
 
 /// The function at `function` (an entry address) and the lines in it
@@ -64,9 +76,7 @@ pub fn function_and_increments(function: usize) -> (Place, Vec<u32>) {
     let mut symbolizer = SYMBOLIZER.lock().unwrap_or_else(|e| e.into_inner());
     let symbolizer = symbolizer.get_or_insert_with(Symbolizer::default);
     let watched = interpose::watched();
-    // The entry address is the "return address" of nothing: name the
-    // instruction at it (a return address names the one before).
-    (symbolizer.place(function + 1, &watched), symbolizer.increment_lines(function, &watched))
+    (place_of_entry(symbolizer, function, &watched), symbolizer.increment_lines(function, &watched))
 }
 
 /// The distinct source lines, in watched objects, of the instructions
