@@ -429,50 +429,45 @@ extern "C" fn on_exit(k: usize, _registers: *const [usize; 6], result: usize) {
 #[cold]
 fn exit_noting(k: usize, frame: &Frame, result: usize) {
     let objects = &frame.objects[..frame.count.min(ARGUMENTS)];
-    if let Some(i) = objects.iter().position(|&o| o == result) {
+    // Argument `i`'s refcounts before and after the call. A refcount that
+    // reads as immortal or more was not reached by this call: the argument
+    // was freed during it (the extension released it without owning it),
+    // its memory poisoned (debug builds) or reused. Nothing more of it is
+    // read.
+    let refcounts = |i: usize| -> Option<(u64, u64)> {
         // SAFETY: arguments are held by the caller for the whole call.
-        let after = unsafe { layout::refcount(result) };
-        // The caller takes the result as a reference of its own: returning
-        // an argument (or self) needs one more than it had. Read as in
-        // `left_on` (an immortal or freed-looking count says nothing).
-        if frame.before[i] < layout::IMMORTAL && after <= frame.before[i] && frame.sampled {
+        let after = unsafe { layout::refcount(objects[i]) };
+        let before = frame.before[i];
+        (before < layout::IMMORTAL && after < layout::IMMORTAL).then_some((before, after))
+    };
+    // The caller takes the result as a reference of its own: returning an
+    // argument (or self) needs one more than it had.
+    if let Some(i) = objects.iter().position(|&o| o == result) {
+        if let Some((before, after)) =
+            refcounts(i).filter(|&(before, after)| after <= before && frame.sampled)
+        {
             // SAFETY: the GIL is held (the method was called with it); the
             // result is alive (its caller holds it).
-            unsafe {
-                crate::findings::overrelease::returned_unowned(k as u32, result, frame.before[i], after)
-            };
+            unsafe { crate::findings::overrelease::returned_unowned(k as u32, result, before, after) };
         }
     }
     // How many references the call left on argument `i`.
     let left_on = |i: usize| -> u64 {
-        let object = frame.objects[i];
-        // SAFETY: arguments are held by the caller for the whole call.
-        let after = unsafe { layout::refcount(object) };
-        let (before, returned) = (frame.before[i], u64::from(object == result));
-        // A refcount that reads as immortal or more was not reached by this
-        // call: the argument was freed during it (the extension released it
-        // without owning it), its memory poisoned (debug builds) or reused.
-        // Nothing more of it is read.
-        if before < layout::IMMORTAL && after < layout::IMMORTAL {
-            after.saturating_sub(before + returned)
-        } else {
-            0
-        }
+        let returned = u64::from(objects[i] == result);
+        refcounts(i).map_or(0, |(before, after)| after.saturating_sub(before + returned))
     };
-    for i in 0..frame.count.min(ARGUMENTS) {
+    for (i, &object) in objects.iter().enumerate() {
         let left = left_on(i);
         if left > 0 {
             if frame.sampled {
                 // SAFETY: the GIL is held (the method was called with it).
-                unsafe { crate::provenance::growth::note(frame.objects[i], k as u32, left) };
+                unsafe { crate::provenance::growth::note(object, k as u32, left) };
             }
             crate::watch::suspect(k as u32);
         }
     }
     if frame.armed != 0 {
-        let grew = |object: usize| {
-            frame.objects[..frame.count].iter().position(|&o| o == object).is_some_and(|i| left_on(i) > 0)
-        };
+        let grew = |object: usize| objects.iter().position(|&o| o == object).is_some_and(|i| left_on(i) > 0);
         // SAFETY: armed by this thread for this call, which has returned.
         unsafe { crate::watch::disarm(k as u32, frame.armed, grew) };
     }
