@@ -10,7 +10,7 @@ use common::fixture::{self, marker_line, Built};
 use common::matrix::Python;
 use common::on_every_python;
 use common::run::{run, Agent, Run};
-use refwatch_model::event::{FindingKind, Precision};
+use refwatch_model::event::{Finding, FindingKind, Precision};
 
 fn fixture_for(py: &Python) -> Built {
     fixture::build(py, "overrelease.c", "overrelease", &[])
@@ -81,17 +81,33 @@ fn a_release_that_frees_what_a_container_still_holds_is_named_at_its_line() {
 /// The run printed "done", and its one finding is an exact over-release at
 /// `marker`, `count` times.
 fn one_exact_over_release(r: &Run, marker: &str, count: u64, what: &str) -> Result<(), String> {
+    one_over_release(r, marker, Precision::Exact, count, what).map(drop)
+}
+
+/// The run printed "done", and its one finding is an over-release of
+/// `precision` at `marker`, `count` times: that finding.
+fn one_over_release(
+    r: &Run,
+    marker: &str,
+    precision: Precision,
+    count: u64,
+    what: &str,
+) -> Result<Finding, String> {
     ensure!(r.stdout == "done\n", "{what}: {}", r.describe());
     let (findings, _) = r.summary_findings()?;
     let line = marker_line("overrelease.c", marker);
-    ensure!(
-        matches!(&findings[..], [f] if f.kind == FindingKind::Overrelease
-            && f.precision == Precision::Exact
+    match &findings[..] {
+        [f] if f.kind == FindingKind::Overrelease
+            && f.precision == precision
             && f.line == Some(line)
-            && f.count == count),
-        "{what}: expected overrelease.c:{line} {count} times: {findings:#?}"
-    );
-    Ok(())
+            && f.count == count =>
+        {
+            Ok(f.clone())
+        }
+        _ => {
+            Err(format!("{what}: expected overrelease.c:{line} ({precision:?}) {count} times: {findings:#?}"))
+        }
+    }
 }
 
 /// Sampling thins fresh objects and method calls, never the references
@@ -142,17 +158,10 @@ fn an_argument_returned_without_a_reference_is_named_at_its_function() {
         ];
         for (call, marker, function) in cases {
             let r = run(py, &[&built], &driver(call), Agent::Json(&[]));
-            ensure!(r.stdout == "done\n", "{call}: {}", r.describe());
-            let (findings, _) = r.summary_findings()?;
-            let line = marker_line("overrelease.c", marker);
+            let f = one_over_release(&r, marker, Precision::Function, 3, call)?;
             ensure!(
-                matches!(&findings[..], [f] if f.kind == FindingKind::Overrelease
-                    && f.precision == Precision::Function
-                    && f.line == Some(line)
-                    && f.function.as_deref() == Some(function)
-                    && f.count == 3
-                    && f.evidence.contains("without taking a reference")),
-                "{call}: expected overrelease.c:{line} in {function}, 3 times: {findings:#?}"
+                f.function.as_deref() == Some(function) && f.evidence.contains("without taking a reference"),
+                "{call}: expected in {function}: {f:#?}"
             );
         }
         Ok(())
@@ -168,17 +177,10 @@ fn a_borrowed_reference_returned_by_a_tail_call_is_named_at_its_method() {
         let built = fixture_for(py);
         let call = "m.first_item(k([[i]]))";
         let r = run(py, &[&built], &driver(call), Agent::Json(&[("REFWATCH_WATCHPOINTS", "off")]));
-        ensure!(r.stdout == "done\n", "{call}: {}", r.describe());
-        let (findings, _) = r.summary_findings()?;
-        let line = marker_line("overrelease.c", "tail-borrow");
+        let f = one_over_release(&r, "tail-borrow", Precision::Origin, 3, call)?;
         ensure!(
-            matches!(&findings[..], [f] if f.kind == FindingKind::Overrelease
-                && f.precision == Precision::Origin
-                && f.line == Some(line)
-                && f.function.as_deref() == Some("first_item")
-                && f.count == 3
-                && f.evidence.contains("by PyList_GetItem")),
-            "{call}: expected overrelease.c:{line} in first_item, 3 times: {findings:#?}"
+            f.function.as_deref() == Some("first_item") && f.evidence.contains("by PyList_GetItem"),
+            "{call}: expected in first_item: {f:#?}"
         );
         Ok(())
     });
