@@ -14,8 +14,11 @@
 # stdout and writes it to $CACHE/provisioned.txt; $CACHE/status/LABEL gets
 # "ok VERSION", "unavailable: WHY" (obtainable entries no suite has any more),
 # "skip: WHY" or "fail: WHY".
+# Then fetches the PyPI files the tests build from (scripts/pypi/lock.tsv)
+# into $CACHE/pypi/files.
 # Exit status: 0, or 1 when a required entry (or an obtainable one that a
-# suite still has) could not be provisioned; 2 for a usage error.
+# suite still has) or a pinned PyPI file could not be provisioned; 2 for a
+# usage error.
 #
 # Adding an interpreter = one line in matrix.tsv; a new `source` also needs
 # scripts/provision/SOURCE.sh defining recipe_SOURCE LABEL... (- becomes _ in
@@ -145,9 +148,20 @@ for src in "${SOURCES[@]}"; do
 done
 rm -rf "${CACHE:?}/build/"*
 
+# ------------------------------------------- what the tests take from PyPI
+# Pinned sdists and build-dependency wheels (scripts/pypi/lock.tsv), fetched
+# once and verified; the tests install from there with no index.
+PYPI_OK=1
+say "fetching the pinned PyPI files of scripts/pypi/lock.tsv"
+run_logged pypi python3 "$HERE/pypi/fetch.py" "$CACHE/pypi/files" || PYPI_OK=0
+
 # ----------------------------------------------------------------- results
 ROWS=()
 RC=0
+if ((!PYPI_OK)); then
+    warn "FAIL pypi: the files of scripts/pypi/lock.tsv could not all be fetched (log: $CACHE/logs/pypi.log)"
+    RC=1
+fi
 row() { ROWS+=("$(printf '%s\t' "$@")"); }
 
 for label in "${LABELS[@]}"; do
