@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Provision the interpreters of scripts/matrix.tsv (see its header and
-# DESIGN.md section 6).  Every entry whose interpreter is missing is installed
-# or built with the recipe of its `source` column (scripts/provision/SOURCE.sh);
+# Provision the interpreters of scripts/matrix.tsv (see its header,
+# docs/design.md §6 and docs/testing.md).  Every entry whose interpreter is
+# missing is installed or built with the recipe of its `source` column (scripts/provision/SOURCE.sh);
 # everything is cached in ${REFWATCH_CACHE:-$HOME/.cache/refwatch}, so a second
 # run with everything present does no network work.
 #

@@ -79,14 +79,14 @@ fn acquire() -> *const Table {
     }
     tls::set(table);
     // Once per thread: a stack for the crash handler.
-    crate::findings::crash::give_thread_an_alternate_stack();
+    crate::sys::crash::give_thread_an_alternate_stack();
     table
 }
 
 /// pthread key destructor: the exiting thread gives its table back.
 extern "C" fn on_thread_exit(value: *mut libc::c_void) {
     tls::set(std::ptr::null());
-    crate::findings::crash::drop_thread_alternate_stack();
+    crate::sys::crash::drop_thread_alternate_stack();
     if let Some(i) = index_of(value as *const Table) {
         STATE[i].store(FREE, Ordering::Release);
     }

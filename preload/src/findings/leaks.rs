@@ -25,15 +25,16 @@
 //! one is a one-time singleton or cache kept where refwatch cannot see (a C
 //! struct on the heap) and is listed under `held`, never as a finding.
 
-use super::memory::Readable;
+use super::heap;
+use crate::follow::provenance::apis;
+use crate::follow::provenance::growth::{self, GROWTH};
+use crate::follow::provenance::ledger::{Entry, LEDGER};
+use crate::follow::provenance::tracked::{self, Origin};
 use crate::interpose;
-use crate::provenance::apis;
-use crate::provenance::growth::{self, GROWTH};
-use crate::provenance::ledger::{Entry, LEDGER};
-use crate::provenance::tracked::{self, Origin};
-use crate::python::{api, heap, layout, runtime};
+use crate::python::{api, layout, runtime};
 use crate::report;
-use crate::symbolize::Place;
+use crate::symbolize::{self, Place};
+use crate::sys::memory::Readable;
 use refwatch_model::event::{Finding, FindingKind, Held, Precision};
 use std::collections::HashMap;
 
@@ -179,7 +180,7 @@ fn check_now() -> Option<(Vec<Finding>, Vec<Held>)> {
             (
                 by_creation,
                 s.created().map(|(site, _)| Blame {
-                    place: report::place_of(site),
+                    place: symbolize::place_of(site),
                     candidates: Vec::new(),
                     how: How::Created,
                 }),
@@ -252,7 +253,7 @@ fn suspects(readable: &Readable) -> Suspects {
     // gives the map's memory back as it reads it: its peak then stays near
     // the program's.
     unsafe {
-        if crate::isolate::in_the_copy() {
+        if crate::sys::isolate::in_the_copy() {
             tracked::read_out(&mut visit)
         } else {
             tracked::for_each(&mut visit)
@@ -291,7 +292,7 @@ fn increment_blame(entry: &Entry) -> Option<Blame> {
     type Function = (Option<String>, Option<String>); // module, function
     let mut by_function: HashMap<Function, Vec<(Place, i64)>> = HashMap::new();
     for &(site, net) in entry.sites.iter().filter(|s| s.0 != 0 && s.1 > 0) {
-        let place = report::place_of(site);
+        let place = symbolize::place_of(site);
         by_function.entry((place.module.clone(), place.function.clone())).or_default().push((place, net));
     }
     let (_, mut places) =
@@ -308,12 +309,13 @@ fn increment_blame(entry: &Entry) -> Option<Blame> {
 /// were pinned to (`watch`), or else the lines where DWARF places an inlined
 /// `Py_INCREF` in it as candidates, the finding's line the first of them.
 fn method_blame(method: u32) -> Blame {
-    let (mut place, candidates) = report::function_and_increments(crate::methods::function_of(method));
+    let (mut place, candidates) =
+        symbolize::function_and_increments(crate::follow::methods::function_of(method));
     // The instruction after each write: its line is the write's own, in the
     // method or in code it ran (a helper, a thread it started).
-    let pinned = report::lines_of(crate::watch::increments(method).into_iter().map(|(ip, _)| ip));
+    let pinned = symbolize::lines_of(crate::follow::watch::increments(method).into_iter().map(|(ip, _)| ip));
     if let [line] = &pinned[..] {
-        let how = How::Pinned(crate::watch::armed_calls(method), place.function.clone());
+        let how = How::Pinned(crate::follow::watch::armed_calls(method), place.function.clone());
         return Blame { place: line.clone(), candidates: Vec::new(), how };
     }
     let same_function = pinned.iter().all(|p| p.function == place.function);
@@ -405,7 +407,8 @@ fn evidence(blame: &Blame, tally: &Tally, type_name: &str, created: Option<u64>,
         } else {
             format!("candidate lines {lines}")
         };
-        let why = crate::watch::unavailable().unwrap_or_else(|| "no watched call pinned one line".into());
+        let why =
+            crate::follow::watch::unavailable().unwrap_or_else(|| "no watched call pinned one line".into());
         return format!("{left} (an inline Py_INCREF no hook sees; {candidates}; not pinned: {why})");
     }
     if blame.how == How::Increments {

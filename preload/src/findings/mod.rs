@@ -2,9 +2,8 @@
 //! gets an id when first established and is written at once (a `finding`
 //! event); the summary repeats every finding with its final count.
 
-pub mod crash;
+mod heap;
 pub mod leaks;
-pub mod memory;
 pub mod overrelease;
 
 use refwatch_model::event::Finding;

@@ -14,15 +14,24 @@
 //! Reported at once by the thread that sees it (one `write(2)`, before the
 //! crash that often follows), not at exit.
 
-use crate::lifecycle;
-use crate::provenance::apis::{self, Slot};
-use crate::provenance::assoc::{Association, ASSOC};
+use crate::follow::provenance::apis::{self, Slot};
+use crate::follow::provenance::assoc::{Association, ASSOC};
 use crate::python::{api, layout, runtime};
 use crate::report;
+use crate::symbolize;
 use crate::sys;
 use refwatch_model::event::{Finding, FindingKind, Precision};
 use refwatch_model::{Event, OnOverrelease};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+
+/// What to do with an over-released object (`REFWATCH_ON_OVERRELEASE`),
+/// handed down when the agent starts.
+static ON_OVERRELEASE: OnceLock<OnOverrelease> = OnceLock::new();
+
+/// Sets what an over-release does (once, at start).
+pub fn configure(on_overrelease: OnOverrelease) {
+    let _ = ON_OVERRELEASE.set(on_overrelease);
+}
 
 /// What the hook does with the release it was about to forward.
 pub enum Verdict {
@@ -58,9 +67,9 @@ pub unsafe fn before_free(object: usize, site: usize) -> Verdict {
 unsafe fn lent_or_taken(object: usize) -> bool {
     // SAFETY: caller's contract.
     unsafe {
-        crate::provenance::may_be_followed(object)
-            && (crate::methods::lent_in_this_call(object)
-                || ASSOC.get(crate::provenance::key_of(object)).is_some())
+        crate::follow::provenance::may_be_followed(object)
+            && (crate::follow::methods::lent_in_this_call(object)
+                || ASSOC.get(crate::follow::provenance::key_of(object)).is_some())
     }
 }
 
@@ -98,7 +107,7 @@ unsafe fn check_release(object: usize, site: usize) -> Verdict {
     // SAFETY: the object is alive until the release goes on.
     let end = object + unsafe { layout::allocated_size(object) };
     remember_for_crash(object, end, &type_name(), &finding);
-    match lifecycle::settings().map(|s| s.on_overrelease) {
+    match ON_OVERRELEASE.get() {
         Some(OnOverrelease::Quarantine) => {
             // SAFETY: the object is alive (its refcount just reached zero and
             // it has not been freed); pinning keeps it so.
@@ -118,7 +127,7 @@ unsafe fn check_release(object: usize, site: usize) -> Verdict {
 /// The caller holds the GIL and `object` is alive.
 unsafe fn borrowed_or_given(object: usize) -> Option<impl FnOnce(&str) -> String> {
     // SAFETY: caller's contract.
-    let key = unsafe { crate::provenance::key_of(object) };
+    let key = unsafe { crate::follow::provenance::key_of(object) };
     // SAFETY: GIL held (caller's contract); the argument tuple a parse in
     // the current call lent from is held by the caller for the call.
     let association = unsafe {
@@ -128,12 +137,12 @@ unsafe fn borrowed_or_given(object: usize) -> Option<impl FnOnce(&str) -> String
                 association
             }
             Some(_) => return None,
-            None => crate::methods::take_lent(object).filter(|a| holds(a, object))?,
+            None => crate::follow::methods::take_lent(object).filter(|a| holds(a, object))?,
         }
     };
     // SAFETY: the container is alive (checked by still_holds).
     let container_type = unsafe { layout::type_name(association.container_type) };
-    let origin = report::place_of(association.site);
+    let origin = symbolize::place_of(association.site);
     Some(move |type_name: &str| {
         let how = if association.stolen { "was given to" } else { "was borrowed from" };
         format!(
@@ -238,7 +247,7 @@ pub unsafe fn freed(object: usize, association: &Association, lent_in_call: bool
     remember_for_crash(object, end, &type_name, &finding);
     // The release itself made no call: watch the next references this call
     // site lends or gives away, to pin it (`watch`).
-    crate::watch::suspect_release(association.method, association.site);
+    crate::follow::watch::suspect_release(association.method, association.site);
     let mut origins = ORIGINS.lock().unwrap_or_else(|e| e.into_inner());
     if !origins.contains(&(finding.id, association.method)) {
         origins.push((finding.id, association.method));
@@ -256,7 +265,7 @@ pub unsafe fn freed(object: usize, association: &Association, lent_in_call: bool
 pub unsafe fn returned_unowned(method: u32, object: usize, before: u64, after: u64) {
     // SAFETY: caller's contract.
     let type_name = unsafe { layout::type_name(layout::type_of(object)) };
-    let place = report::function_place(crate::methods::function_of(method));
+    let place = symbolize::function_place(crate::follow::methods::function_of(method));
     let function = place.function.clone().unwrap_or_else(|| "this method".to_string());
     let evidence = format!(
         "{function} returned the {type_name} it was called with (an argument, or self) without taking a \
@@ -268,7 +277,7 @@ pub unsafe fn returned_unowned(method: u32, object: usize, before: u64, after: u
     // SAFETY: as above.
     let end = object + unsafe { layout::allocated_size(object) };
     remember_for_crash(object, end, &type_name, &finding);
-    if let Some(OnOverrelease::Quarantine) = lifecycle::settings().map(|s| s.on_overrelease) {
+    if let Some(OnOverrelease::Quarantine) = ON_OVERRELEASE.get() {
         // SAFETY: alive, GIL held (caller's contract): pinned, the release
         // to come cannot free it.
         unsafe { layout::pin(object) };
@@ -280,7 +289,7 @@ pub unsafe fn returned_unowned(method: u32, object: usize, before: u64, after: u
 /// freed: a second release (on 3.12+ one that reads the freed memory, finds
 /// it "immortal" and writes nothing) or a use.
 pub fn after_free(ip: usize, freed_at: usize) {
-    let freed = report::place_of(freed_at);
+    let freed = symbolize::place_of(freed_at);
     let at = refwatch_model::text::location(freed.file.as_deref(), freed.line);
     let what = "released again or used";
     let evidence = format!(
@@ -304,13 +313,13 @@ pub fn refined(mut findings: Vec<Finding>) -> Vec<Finding> {
         else {
             continue;
         };
-        let lines = report::lines_of(crate::watch::releases(method).into_iter().map(|(ip, _)| ip));
+        let lines = symbolize::lines_of(crate::follow::watch::releases(method).into_iter().map(|(ip, _)| ip));
         let [release] = &lines[..] else { continue };
         let borrowed_at = refwatch_model::text::location(finding.file.as_deref(), finding.line);
         finding.evidence = format!(
             "released here without being owned, pinned by a hardware watchpoint on the references lent at \
              {borrowed_at} over {} call(s): {}",
-            crate::watch::release_calls(method),
+            crate::follow::watch::release_calls(method),
             finding.evidence.replacen(" here ", &format!(" at {borrowed_at} "), 1)
         );
         finding.file = release.file.clone();
@@ -339,7 +348,7 @@ fn remember_for_crash(object: usize, end: usize, type_name: &str, finding: &Find
         finding.function.as_deref().unwrap_or("?"),
         finding.evidence
     );
-    super::crash::remember(object, end, &note);
+    crate::sys::crash::remember(object, end, &note);
 }
 
 /// A debug build caught a refcount below zero at `site` (the interpreter
@@ -353,7 +362,7 @@ pub fn negative_refcount(object: usize, site: usize) {
 }
 
 fn report_at(site: usize, precision: Precision, evidence: String) -> Finding {
-    report_place(report::place_of(site), precision, evidence)
+    report_place(symbolize::place_of(site), precision, evidence)
 }
 
 fn report_place(place: crate::symbolize::Place, precision: Precision, evidence: String) -> Finding {

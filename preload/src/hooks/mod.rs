@@ -62,7 +62,7 @@ macro_rules! hooks {
                 let increment = matches!($kind, Kind::Incref);
                 // SAFETY: refcount calls are made with the GIL held; this runs
                 // before the real call, while the object is surely alive.
-                unsafe { crate::provenance::visible_refcount(op as usize, ra, if increment { 1 } else { -1 }) };
+                unsafe { crate::follow::provenance::visible_refcount(op as usize, ra, if increment { 1 } else { -1 }) };
                 // SAFETY: as above; a limited-API Py_DECREF of the last
                 // reference frees inside this call.
                 if !increment && unsafe { releases_last(op) } {
@@ -92,13 +92,13 @@ macro_rules! hooks {
                     return;
                 }
                 // SAFETY: as above.
-                unsafe { crate::provenance::forget(op as usize) };
+                unsafe { crate::follow::provenance::forget(op as usize) };
                 // SAFETY: REAL holds the address of the interpreter's function
                 // of this name, whose C signature is `void f(PyObject *)`.
                 let f: extern "C" fn(*mut c_void) = unsafe { std::mem::transmute(real(&REAL)) };
                 f(op);
                 // SAFETY: the GIL is still held; the object was just freed.
-                unsafe { crate::watch::after_free(op as usize, ra) };
+                unsafe { crate::follow::watch::after_free(op as usize, ra) };
             }
             arch::trampoline!(entry, ra_after_1_arg, hook);
         }
@@ -139,7 +139,7 @@ macro_rules! hooks {
     };
 }
 
-// DESIGN.md §2: what an extension's Py_INCREF/Py_DECREF compile to, per build.
+// docs/design.md §2: what an extension's Py_INCREF/Py_DECREF compile to, per build.
 hooks! {
     Py_IncRef(object) => Kind::Incref,
     Py_DecRef(object) => Kind::Decref,
@@ -175,6 +175,6 @@ pub fn entry_for(name: &[u8]) -> Option<usize> {
         .iter()
         .find(|h| h.name.as_bytes() == name && h.real.load(Ordering::Relaxed) != 0)
         .map(|h| h.entry as usize)
-        .or_else(|| crate::provenance::entry_for(name))
-        .or_else(|| crate::methods::entry_for(name))
+        .or_else(|| crate::follow::provenance::entry_for(name))
+        .or_else(|| crate::follow::methods::entry_for(name))
 }

@@ -1,28 +1,27 @@
 //! Writing hook addresses into GOT slots.
 
 use super::elf::{Dynamic, Loaded};
-use crate::hooks;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 const PAGE: usize = 4096;
 
 /// Points every GOT slot of `object` that refers to a hooked function at
-/// its hook. Returns how many slots now go through refwatch.
+/// its hook (`entry_for` of the import's name). Returns how many slots now go through refwatch.
 ///
 /// `GLOB_DAT` slots are patched too (`-fno-plt` builds call through them):
 /// that is safe only because no hooked function is one extensions store as
-/// a type slot, whose identity CPython compares (DESIGN.md §3; the
+/// a type slot, whose identity CPython compares (docs/design.md §3.6; the
 /// provenance table leaves those out).
 ///
 /// # Safety
 /// `object` must be loaded, and `dynamic` must be its tables.
-pub unsafe fn patch(object: &Loaded, dynamic: &Dynamic) -> usize {
+pub unsafe fn patch(object: &Loaded, dynamic: &Dynamic, entry_for: fn(&[u8]) -> Option<usize>) -> usize {
     let relro = object.relro();
     let mut patched = 0;
     // SAFETY: the caller guarantees the object is loaded.
     unsafe {
         dynamic.for_each_import(|import| {
-            let Some(entry) = hooks::entry_for(import.name) else { return };
+            let Some(entry) = entry_for(import.name) else { return };
             if !import.undefined {
                 return; // the object's own definition, not the interpreter's
             }

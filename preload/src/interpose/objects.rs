@@ -1,8 +1,7 @@
 //! The objects refwatch has looked at, and those it watches.
 
 use super::elf::{self, Loaded};
-use super::{got, policy};
-use crate::lifecycle;
+use super::{got, policy, Wiring};
 use std::cell::Cell;
 use std::ops::Range;
 use std::sync::Mutex;
@@ -39,7 +38,7 @@ thread_local! {
 
 /// Looks at every object loaded since the last scan and patches those to be
 /// watched. Called after each `dlopen`.
-pub fn scan() {
+pub fn scan(wiring: &Wiring) {
     if SCANNING.with(|s| s.replace(true)) {
         return;
     }
@@ -60,12 +59,12 @@ pub fn scan() {
         if fresh.is_empty() {
             break;
         }
-        fresh.iter().for_each(consider);
+        fresh.iter().for_each(|object| consider(object, wiring));
     }
     SCANNING.with(|s| s.set(false));
 }
 
-fn consider(object: &Loaded) {
+fn consider(object: &Loaded, wiring: &Wiring) {
     // SAFETY: the object was listed by the loader a moment ago and we are
     // inside (or right after) the dlopen that loaded it; objects are only
     // unloaded by dlclose, which refwatch sees, and Python never unloads
@@ -75,11 +74,11 @@ fn consider(object: &Loaded) {
     let policy::Verdict::Candidate { stdlib } = (unsafe { policy::classify(object, &dynamic) }) else {
         return;
     };
-    if !lifecycle::should_watch(object.basename(), stdlib) {
+    if !(wiring.should_watch)(object.basename(), stdlib) {
         return;
     }
     // SAFETY: as above; `dynamic` belongs to `object`.
-    unsafe { got::patch(object, &dynamic) };
+    unsafe { got::patch(object, &dynamic, wiring.entry_for) };
     let watched = Watched {
         path: object.path.clone(),
         bias: object.bias,

@@ -1,4 +1,4 @@
-//! Which loaded objects refwatch may watch (DESIGN.md §3): those that import
+//! Which loaded objects refwatch may watch (docs/design.md §3.4): those that import
 //! the C-API — extension modules and the libraries they pull in — but never
 //! the interpreter itself, the loader, the vdso, or refwatch.
 

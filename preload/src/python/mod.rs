@@ -1,14 +1,8 @@
-//! The running interpreter: its C-API (found at run time), its build and
-//! object layout, seeing objects die, walking its heap, and the Python-side
-//! work done with the GIL held.
+//! Interpreter facts: the running interpreter's C-API (found at run time),
+//! its build and object layout, and the Python-side work refwatch does with
+//! the GIL held (totals, pausing the collector, the current Python line).
 
 pub mod api;
-mod blocks;
-mod chosen;
 pub mod facts;
-pub mod heap;
 pub mod layout;
-pub mod liveness;
 pub mod runtime;
-mod trashcan;
-mod type_deaths;

@@ -2,18 +2,48 @@
 //! computing totals (refcount total, refchain walk, census).
 //!
 //! All of it runs on a Python thread with the GIL held, never on refwatch's
-//! own thread (DESIGN.md §3: a foreign thread racing finalization can be
+//! own thread (docs/design.md §3.8: a foreign thread racing finalization can be
 //! killed or hang): right away when the caller holds the GIL, otherwise
 //! through `Py_AddPendingCall`, and never once the at-exit callback has run.
 
 use super::api::{api, Api, MethodDef, PyObject, METH_NOARGS, PY_EVAL_INPUT, PY_FILE_INPUT};
-use crate::lifecycle;
 use refwatch_model::event::TypeCount;
 use refwatch_model::Totals;
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+
+/// What refwatch does when the interpreter calls it back, handed in by the
+/// agent's doors before anything is registered. Each runs on a Python
+/// thread with the GIL held.
+pub struct Callbacks {
+    /// Python's at-exit callback.
+    pub at_exit: fn(),
+    /// `os.register_at_fork`'s three hooks.
+    pub before_fork: fn(),
+    pub after_fork_parent: fn(),
+    pub after_fork_child: fn(),
+    /// The main thread's safe point after a fork (see `start_reporter_later`).
+    pub start_reporter: fn(),
+    /// The main thread's safe point the reporter asked for; `deep` at the
+    /// census interval.
+    pub safe_point: fn(deep: bool),
+}
+
+static CALLBACKS: OnceLock<&'static Callbacks> = OnceLock::new();
+
+/// Sets what the callbacks do (once, before the first registration).
+pub fn set_callbacks(callbacks: &'static Callbacks) {
+    let _ = CALLBACKS.set(callbacks);
+}
+
+/// Calls one of the handed-in callbacks, if they were handed in.
+fn call_back(which: impl FnOnce(&Callbacks)) {
+    if let Some(callbacks) = CALLBACKS.get() {
+        which(callbacks);
+    }
+}
 
 /// Module-free globals dict holding refwatch's Python helpers.
 static GLOBALS: AtomicPtr<PyObject> = AtomicPtr::new(null_mut());
@@ -322,16 +352,12 @@ unsafe extern "C" fn pending(arg: *mut c_void) -> c_int {
         return 0;
     }
     if arg as usize == PENDING_START_REPORTER {
-        lifecycle::start_reporter();
+        call_back(|c| (c.start_reporter)());
         return 0;
     }
     if register_if_possible() {
-        super::liveness::keep_seeing_deaths();
         let deep = arg as usize == PENDING_CENSUS;
-        totals_now(deep && lifecycle::census_applies());
-        if deep {
-            lifecycle::periodic_check();
-        }
+        call_back(|c| (c.safe_point)(deep));
     }
     // Only now may refwatch's thread queue the next one: a call queued
     // while this one runs would keep the count of pending calls from going
@@ -360,23 +386,23 @@ fn none() -> *mut PyObject {
 }
 
 unsafe extern "C" fn at_exit(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
-    lifecycle::on_python_exit();
+    call_back(|c| (c.at_exit)());
     none()
 }
 
 unsafe extern "C" fn before_fork(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
-    lifecycle::before_python_fork();
+    call_back(|c| (c.before_fork)());
     none()
 }
 
 unsafe extern "C" fn after_fork_parent(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
-    lifecycle::after_python_fork_parent();
+    call_back(|c| (c.after_fork_parent)());
     none()
 }
 
 unsafe extern "C" fn after_fork_child(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
     *CLOSING.lock().unwrap_or_else(|e| e.into_inner()) = false;
-    lifecycle::after_python_fork_child();
+    call_back(|c| (c.after_fork_child)());
     none()
 }
 

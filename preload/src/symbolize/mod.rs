@@ -1,9 +1,14 @@
 //! Naming the source line of a call site: DWARF through `addr2line`, the
-//! innermost frame outside CPython's headers (DESIGN.md §5), else
+//! innermost frame outside CPython's headers (docs/design.md §5), else
 //! `symbol+0xoff`. Runs on the reporter (never on the hot path); every
 //! answer is cached by address.
 
+mod cache;
 mod debuginfo;
+
+pub use cache::{
+    function_and_increments, function_place, lines_of, name_tail_calls_with, place_of, places_of,
+};
 
 use crate::interpose::Watched;
 use std::collections::HashMap;

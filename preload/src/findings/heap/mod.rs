@@ -22,17 +22,20 @@
 //! Nothing is freed during the walk: it runs no Python code. Every object
 //! is traversed or read at most once, so the walk ends.
 
-use super::api::{api, export, Api, PyObject};
-use super::{blocks, layout, runtime};
-use crate::findings::memory::Readable;
+mod blocks;
+mod chosen;
+
 use crate::interpose::objects::Watched;
+use crate::python::api::{api, export, Api, PyObject};
+use crate::python::{layout, runtime};
+use crate::sys::memory::Readable;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::ffi::{c_int, c_void};
 
 type Visit = unsafe extern "C" fn(*mut PyObject, *mut c_void) -> c_int;
 type Traverse = unsafe extern "C" fn(*mut PyObject, Visit, *mut c_void) -> c_int;
 
-pub use super::chosen::Chosen;
+pub use chosen::Chosen;
 
 /// Types whose objects hold no references (ints, strs, bytes and bools by
 /// their flags; these by address): not read.
@@ -145,7 +148,7 @@ pub unsafe fn count_holders(chosen: &Chosen, counts: &mut [u32], memory: &Readab
     // A single-phase module's saved copy of its dict (the interpreter
     // keeps it in the definition, a C static) holds what the module's dict
     // holds; a dict of atomic values is untracked, reachable from nothing.
-    for def in crate::methods::module_defs() {
+    for def in crate::follow::methods::module_defs() {
         // SAFETY: a definition a watched extension registered: static data
         // of a loaded extension; its copy, when set, is a live dict.
         unsafe {
@@ -321,7 +324,7 @@ impl Walk<'_> {
             return known;
         }
         // SAFETY: caller's contract.
-        let dealloc = unsafe { super::type_deaths::final_dealloc(type_object) };
+        let dealloc = unsafe { crate::follow::provenance::deaths::final_dealloc(type_object) };
         let known = self.watched.iter().any(|w| w.contains(dealloc));
         self.extension_types.insert(type_object, known);
         known

@@ -5,10 +5,10 @@
 //! It is stopped and joined before every fork (Python 3.12+ warns when a
 //! process with several threads forks) and restarted afterwards.
 
-use crate::lifecycle;
+use super::lifecycle;
 use crate::python::runtime;
 use refwatch_model::{Event, Totals};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,9 +21,17 @@ static CONTROL: Mutex<Control> = Mutex::new(Control { stop: false, handle: None 
 static WAKE: Condvar = Condvar::new();
 
 /// Starts the reporter unless it runs already or reports are exit-only.
+/// `REFWATCH_INTERVAL` and `REFWATCH_CENSUS`, handed down at start.
+static EVERY: OnceLock<(Duration, Duration)> = OnceLock::new();
+
+/// Sets how often the reporter reports and takes a census (once, at start).
+pub fn configure(interval: Duration, census: Duration) {
+    let _ = EVERY.set((interval, census));
+}
+
 pub fn start() {
-    let Some(settings) = lifecycle::settings() else { return };
-    if settings.interval.is_zero() {
+    let Some(&(interval, census_every)) = EVERY.get() else { return };
+    if interval.is_zero() {
         return;
     }
     let mut control = CONTROL.lock().unwrap_or_else(|e| e.into_inner());
@@ -31,8 +39,6 @@ pub fn start() {
         return;
     }
     control.stop = false;
-    let interval = settings.interval;
-    let census_every = settings.census;
     let spawned = std::thread::Builder::new().name("refwatch".into()).spawn(move || {
         // A panic here must not take the host down: the reporter just ends.
         let _ = std::panic::catch_unwind(|| run(interval, census_every));

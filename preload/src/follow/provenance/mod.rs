@@ -1,6 +1,6 @@
 //! Provenance: which line of a watched extension received each fresh object
 //! from a new-reference C-API call, and whether that object is still alive.
-//! Shared by the findings (DESIGN.md §8): leaks are objects followed here
+//! Shared by the findings (docs/design.md §8): leaks are objects followed here
 //! that outlive every holder.
 //!
 //! The calls are seen through the generic trampolines (`trampolines`), which
@@ -15,6 +15,7 @@ mod address_map;
 pub mod apis;
 pub mod assoc;
 mod build_format;
+pub mod deaths;
 pub mod growth;
 pub mod ledger;
 pub mod tracked;
@@ -56,7 +57,7 @@ pub fn enable(gil: bool) {
         };
         trampolines::HANDLER[k].store(handler as usize, Ordering::Relaxed);
     }
-    crate::python::liveness::install();
+    deaths::install();
     ENABLED.store(true, Ordering::Release);
 }
 
@@ -91,14 +92,14 @@ type Handler = extern "C" fn(result: usize, frame: *const [usize; 4], api: usize
 extern "C" fn on_call(result: usize, frame: *const [usize; 4], api: usize) {
     // SAFETY: the entry passes its own stack slots, written just before.
     let [a, b, c, ra] = unsafe { *frame };
-    record(&Call { api, site: crate::methods::call_site(ra), args: [a, b, c] }, result);
+    record(&Call { api, site: super::methods::call_site(ra), args: [a, b, c] }, result);
 }
 
 /// The handler of a function that returns a new reference: the most
 /// frequent followed call, so it reads only the return address.
 extern "C" fn on_new(result: usize, frame: *const [usize; 4], api: usize) {
     // SAFETY: as in `on_call`.
-    record_fresh(crate::methods::call_site(unsafe { (*frame)[3] }), api, result);
+    record_fresh(super::methods::call_site(unsafe { (*frame)[3] }), api, result);
 }
 
 /// `on_new` under sampling: the entry's gate let this call through (one in
@@ -137,7 +138,7 @@ pub extern "C" fn on_return(result: usize, stack_pointer: usize) -> usize {
         frame
     };
     shadow.depth = top;
-    let site = crate::methods::call_site(frame.return_address);
+    let site = super::methods::call_site(frame.return_address);
     record(&Call { api: frame.entry, site, args: frame.args }, result);
     frame.return_address
 }
@@ -225,7 +226,7 @@ fn record_parse(call: &Call) {
     }
     // SAFETY: the call just parsed this tuple successfully, so it is a live
     // tuple; the GIL is held.
-    let noted = unsafe { crate::methods::note_parse(arguments, call.site, call.api) };
+    let noted = unsafe { super::methods::note_parse(arguments, call.site, call.api) };
     // SAFETY: the call just parsed this tuple successfully, so it is a live
     // tuple; the GIL is held.
     let count = unsafe { layout::size(arguments) }.min(MAX_PARSED);
@@ -292,7 +293,7 @@ fn record_fresh(site: usize, api: usize, result: usize) {
         if let Some(counter) = counter {
             let pre_header = if known & !KNOWN_PRE_HEADER == type_object {
                 (known & KNOWN_PRE_HEADER) << 4
-            } else if crate::python::liveness::seen_dying_already(type_object) {
+            } else if deaths::seen_dying_already(type_object) {
                 let pre_header = layout::pre_header(type_object);
                 if layout::is_static_type(type_object) {
                     KNOWN_TYPE[api].store(type_object | pre_header >> 4, Ordering::Relaxed);
@@ -379,7 +380,7 @@ fn associate(object: usize, holder: Holder, call: &Call, stolen: bool) {
             container: holder.container,
             container_type,
             container_pre_header: container_pre_header as u8,
-            method: crate::methods::current().map_or(0, |k| k + 1),
+            method: super::methods::current().map_or(0, |k| k + 1),
             index: holder.index,
             site: call.site,
             api: call.api as u32,
@@ -390,10 +391,10 @@ fn associate(object: usize, holder: Holder, call: &Call, stolen: bool) {
         assoc::ASSOC.update(object - pre_header as usize, |a| *a = association);
         // A reference from this site was released once without being owned:
         // watch what this call does with this one (`watch`).
-        if crate::watch::wants_release(association.method, call.site) {
+        if super::watch::wants_release(association.method, call.site) {
             // SAFETY: the object is alive; a watch on it is dropped before
             // it is freed (`forget_block`).
-            crate::methods::watch_in_current_call(|method| crate::watch::arm_release(method, object));
+            super::methods::watch_in_current_call(|method| super::watch::arm_release(method, object));
         }
     }
 }
@@ -420,7 +421,7 @@ pub unsafe fn visible_refcount(object: usize, site: usize, delta: i64) {
 #[inline(always)]
 unsafe fn seen_dying(type_object: usize) -> bool {
     // SAFETY: forwarded.
-    unsafe { crate::python::liveness::seen_dying(type_object) }
+    unsafe { deaths::seen_dying(type_object) }
 }
 
 /// The key of a live object in provenance's maps: the start of its memory
@@ -474,7 +475,7 @@ pub unsafe fn block_freed_quickly(block: usize) -> bool {
     unsafe {
         ENABLED.load(Ordering::Relaxed)
             && block != 0
-            && !crate::watch::armed_now()
+            && !super::watch::armed_now()
             && tracked::remove_young(block)
             && !address_map::maybe_present(block)
     }
@@ -633,7 +634,7 @@ unsafe fn forget_block(block: usize) {
 unsafe fn take_block(block: usize) -> Option<Origin> {
     // SAFETY: forwarded (the maps are GIL-serialized).
     unsafe {
-        crate::watch::forget_block(block);
+        super::watch::forget_block(block);
         let origin = tracked::remove(block);
         // Most followed objects are in no other map: the filter, which
         // counts the entries of all of them, says so with one load.
@@ -655,10 +656,11 @@ unsafe fn forget_in_other_maps(block: usize) {
         ledger::LEDGER.remove(block);
         growth::GROWTH.remove(block);
         assoc::CONTAINERS.remove(block);
+        let Some(verdicts) = super::verdicts() else { return };
         if let Some(association) = assoc::ASSOC.remove(block) {
-            crate::findings::overrelease::freed(block + association.pre_header as usize, &association, false);
-        } else if let Some((object, association)) = crate::methods::lent_block_freed(block) {
-            crate::findings::overrelease::freed(object, &association, true);
+            (verdicts.freed)(block + association.pre_header as usize, &association, false);
+        } else if let Some((object, association)) = super::methods::lent_block_freed(block) {
+            (verdicts.freed)(object, &association, true);
         }
     }
 }

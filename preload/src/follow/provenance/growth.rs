@@ -1,5 +1,5 @@
 //! Arguments a watched extension's method kept references to: an object
-//! whose refcount grew across a call of a method (`crate::methods`) that
+//! whose refcount grew across a call of a method (`crate::follow::methods`) that
 //! did not return it, with the method and how much it grew. If at a check
 //! those references are ones nothing holds, the method left them: an inline
 //! `Py_INCREF` on a release build, which no hook sees, is found at function

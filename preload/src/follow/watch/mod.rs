@@ -1,5 +1,5 @@
 //! Exact lines for inline `Py_INCREF`s on release builds, by hardware
-//! watchpoints (DESIGN.md §8). No call happens at an inline increment, so
+//! watchpoints (docs/design.md §8.2). No call happens at an inline increment, so
 //! no hook sees it; a write watchpoint on the object's refcount does: the
 //! signal it sends carries the instruction after the write.
 //!
@@ -329,7 +329,7 @@ fn free_budget(site: usize) -> bool {
 /// # Safety
 /// The caller holds the GIL; `object` was an object until just now.
 pub unsafe fn after_free(object: usize, site: usize) {
-    if STATE.load(Ordering::Relaxed) != ON || crate::methods::current().is_none() || !free_budget(site) {
+    if STATE.load(Ordering::Relaxed) != ON || super::methods::current().is_none() || !free_budget(site) {
         return;
     }
     if !another_arm() {
@@ -337,7 +337,7 @@ pub unsafe fn after_free(object: usize, site: usize) {
     }
     // SAFETY: the watch only reads the refcount word when it is written,
     // which takes the memory to be mapped.
-    crate::methods::watch_in_current_call(|_| unsafe { arm_one(object, Kind::Freed, site) }.unwrap_or(0));
+    super::methods::watch_in_current_call(|_| unsafe { arm_one(object, Kind::Freed, site) }.unwrap_or(0));
 }
 
 /// Arms one watch in a free slot of this thread; its bit, or `None` when
@@ -548,7 +548,9 @@ fn after_free_writes(watch: &Watch, in_extension: &dyn Fn(usize) -> bool) {
     for access in accesses.iter().take_while(|w| in_extension(w.ip)) {
         if !seen.contains(&access.ip) {
             seen.push(access.ip);
-            crate::findings::overrelease::after_free(access.ip, watch.site);
+            if let Some(verdicts) = super::verdicts() {
+                (verdicts.after_free)(access.ip, watch.site);
+            }
         }
     }
 }

@@ -249,7 +249,7 @@ struct Frame {
     before: [u64; ARGUMENTS],
     count: usize,
     /// Watchpoints armed for this call (`watch`).
-    armed: crate::watch::Armed,
+    armed: super::watch::Armed,
     /// The method's stub.
     method: u32,
     /// Whether sampling chose this call (every call without sampling);
@@ -290,7 +290,7 @@ pub fn current() -> Option<u32> {
 
 /// Arms watches for the rest of the current method call: `arm(method)`
 /// returns the slots it armed, disarmed when the call returns.
-pub fn watch_in_current_call(arm: impl FnOnce(u32) -> crate::watch::Armed) {
+pub fn watch_in_current_call(arm: impl FnOnce(u32) -> super::watch::Armed) {
     let calls = calls();
     if !(1..=DEPTH).contains(&calls.depth) {
         return;
@@ -365,7 +365,7 @@ extern "C" fn on_enter(k: usize, registers: *const [usize; 6]) {
         frame.args = if varargs { (*registers)[1] } else { 0 };
         frame.parse.clear();
         frame.armed = 0;
-        let suspect = crate::watch::suspected(k as u32);
+        let suspect = super::watch::suspected(k as u32);
         if !sampled && !suspect {
             // Here only for what its parse lends: no references noted.
             frame.count = 0;
@@ -387,14 +387,14 @@ extern "C" fn on_enter(k: usize, registers: *const [usize; 6]) {
 /// # Safety
 /// The frame's objects are the arguments of the call being entered.
 #[cold]
-unsafe fn arm_arguments(k: u32, frame: &Frame) -> crate::watch::Armed {
+unsafe fn arm_arguments(k: u32, frame: &Frame) -> super::watch::Armed {
     let (self_, arguments) = frame.objects[..frame.count].split_first().unwrap_or((&0, &[]));
     let mut watched = [0usize; ARGUMENTS];
     let n = arguments.len();
     watched[..n].copy_from_slice(arguments);
     watched[n] = *self_;
     // SAFETY: forwarded (alive for the call; the GIL is held).
-    unsafe { crate::watch::arm_for(k, &watched[..frame.count]) }
+    unsafe { super::watch::arm_for(k, &watched[..frame.count]) }
 }
 
 /// Called by stub `k` after the method returned `result`: an argument
@@ -448,7 +448,10 @@ fn exit_noting(k: usize, frame: &Frame, result: usize) {
         {
             // SAFETY: the GIL is held (the method was called with it); the
             // result is alive (its caller holds it).
-            unsafe { crate::findings::overrelease::returned_unowned(k as u32, result, before, after) };
+            if let Some(verdicts) = super::verdicts() {
+                // SAFETY: as above.
+                unsafe { (verdicts.returned_unowned)(k as u32, result, before, after) };
+            }
         }
     }
     // How many references the call left on argument `i`.
@@ -461,14 +464,14 @@ fn exit_noting(k: usize, frame: &Frame, result: usize) {
         if left > 0 {
             if frame.sampled {
                 // SAFETY: the GIL is held (the method was called with it).
-                unsafe { crate::provenance::growth::note(object, k as u32, left) };
+                unsafe { super::provenance::growth::note(object, k as u32, left) };
             }
-            crate::watch::suspect(k as u32);
+            super::watch::suspect(k as u32);
         }
     }
     if frame.armed != 0 {
         let grew = |object: usize| objects.iter().position(|&o| o == object).is_some_and(|i| left_on(i) > 0);
         // SAFETY: armed by this thread for this call, which has returned.
-        unsafe { crate::watch::disarm(k as u32, frame.armed, grew) };
+        unsafe { super::watch::disarm(k as u32, frame.armed, grew) };
     }
 }

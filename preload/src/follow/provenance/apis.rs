@@ -9,7 +9,7 @@
 //! ones. Functions an interpreter lacks are simply never patched. Functions
 //! that extensions store as type slots (`PyType_GenericNew`,
 //! `PyType_GenericAlloc`) are left out: patching the `GLOB_DAT` slot that
-//! holds their address would change their identity (DESIGN.md §3).
+//! holds their address would change their identity (docs/design.md §3.6).
 
 /// Where, in a container, a reference lives: the container is the call's
 /// first argument; for an index, the second argument is the index.

@@ -1,7 +1,7 @@
 //! Seeing objects die, so provenance forgets them: the interpreter's
 //! reference tracer (3.14+) reports every object's destruction, release
 //! builds included. Before, the `tp_dealloc` of each type whose objects
-//! are followed is hooked (`type_deaths`: every death through the type,
+//! are followed is hooked (`types`: every death through the type,
 //! free-listed objects included), and the object allocator's `free` (the
 //! way tracemalloc hooks the allocator) sees the memory of objects freed
 //! without their `tp_dealloc` (the specialized instructions of 3.11 to 3.13
@@ -10,8 +10,13 @@
 //! (`layout::tracer_sees_every_death`). On every version the allocator's
 //! `realloc` sees the objects that move when resized.
 
-use super::api::{api, lookup};
-use crate::provenance;
+mod trashcan;
+mod types;
+
+pub use types::final_dealloc;
+
+use crate::follow::provenance;
+use crate::python::api::{api, lookup};
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -36,12 +41,13 @@ pub fn install() {
         return;
     }
     let tracer = (lookup(c"PyRefTracer_SetTracer"), lookup(c"PyRefTracer_GetTracer"));
-    let (Some(set), Some(get), true) = (tracer.0, tracer.1, super::layout::tracer_sees_every_death()) else {
+    let (Some(set), Some(get), true) = (tracer.0, tracer.1, crate::python::layout::tracer_sees_every_death())
+    else {
         let freed_seen = allocator::install(true);
-        super::type_deaths::install(true, freed_seen);
+        types::install(true, freed_seen);
         return;
     };
-    super::type_deaths::install(false, false);
+    types::install(false, false);
     // An object the allocator moves when it grows is told to the tracer as
     // a creation at its new address only: `realloc` sees the move.
     allocator::install(false);
@@ -138,7 +144,7 @@ unsafe extern "C" fn on_event(object: *mut c_void, event: c_int, _: *mut c_void)
 #[inline(always)]
 pub unsafe fn seen_dying(type_object: usize) -> bool {
     // SAFETY: forwarded.
-    unsafe { super::type_deaths::see_deaths_of(type_object) }
+    unsafe { types::see_deaths_of(type_object) }
 }
 
 /// `seen_dying` when nothing has to be set up for it (the fast path of
@@ -149,13 +155,13 @@ pub unsafe fn seen_dying(type_object: usize) -> bool {
 #[inline(always)]
 pub unsafe fn seen_dying_already(type_object: usize) -> bool {
     // SAFETY: forwarded.
-    unsafe { super::type_deaths::seen_already(type_object) }
+    unsafe { types::seen_already(type_object) }
 }
 
 /// The object allocator hook (before 3.14).
 mod allocator {
     use super::lookup;
-    use crate::provenance;
+    use crate::follow::provenance;
     use std::cell::UnsafeCell;
     use std::ffi::{c_int, c_void};
 

@@ -16,7 +16,7 @@
 //! whose releases are watched go through provenance's maps as before.
 
 use super::{calls, Frame, DEPTH};
-use crate::provenance::assoc::Association;
+use crate::follow::provenance::assoc::Association;
 use crate::python::layout;
 use std::cell::UnsafeCell;
 
@@ -94,7 +94,7 @@ unsafe fn items_covered(tuple: usize) -> usize {
 /// `tuple` is the live tuple the parse succeeded on; the GIL is held.
 pub unsafe fn note_parse(tuple: usize, site: usize, api: usize) -> usize {
     let Some(frame) = current_frame().filter(|f| f.args == tuple) else { return 0 };
-    if crate::watch::wants_release(frame.method + 1, site) {
+    if crate::follow::watch::wants_release(frame.method + 1, site) {
         return 0; // watched lending goes through `provenance::associate`
     }
     if let Some(parses) = super::stubs::PARSES.get(frame.method as usize) {
@@ -115,14 +115,14 @@ pub unsafe fn note_parse(tuple: usize, site: usize, api: usize) -> usize {
             let type_object = layout::type_of(object);
             // As provenance: an object whose death could go unseen is not
             // followed.
-            if !crate::python::liveness::seen_dying(type_object) {
+            if !crate::follow::provenance::deaths::seen_dying(type_object) {
                 continue;
             }
             let pre_header = layout::pre_header(type_object);
             frame.parse.items[index] = object;
             frame.parse.before[index] = layout::refcount(object);
             frame.parse.pre_headers[index] = pre_header as u8;
-            crate::provenance::count_lent(object - pre_header, 1);
+            crate::follow::provenance::count_lent(object - pre_header, 1);
             // A frame holds at most ITEMS items, and DEPTH frames a
             // thread: with the threads sharing a bucket, it saturates
             // long before it could wrap (then it only says "maybe").
@@ -150,7 +150,7 @@ unsafe fn settle(frame: &mut Frame, index: usize) {
     frame.parse.pending &= !(1 << index);
     // SAFETY: forwarded; LENT is GIL-serialized.
     unsafe {
-        crate::provenance::count_lent(block_of(frame, index), -1);
+        crate::follow::provenance::count_lent(block_of(frame, index), -1);
         let bucket = lent_bucket(frame.parse.items[index]);
         if *bucket != u8::MAX {
             *bucket -= 1;
@@ -212,7 +212,7 @@ unsafe fn take(frame: &mut Frame, object: usize) -> Option<Association> {
             index,
             site: frame.parse.site,
             api: frame.parse.api,
-            slot: Association::slot_number(crate::provenance::apis::Slot::TupleIndex),
+            slot: Association::slot_number(crate::follow::provenance::apis::Slot::TupleIndex),
             stolen: false,
             container_pre_header: layout::pre_header(container_type) as u8,
             method: frame.method + 1,
@@ -277,7 +277,7 @@ unsafe fn hand_over_pending(frame: &mut Frame) {
             let index = fell.trailing_zeros() as usize;
             fell &= fell - 1;
             // SAFETY: as above.
-            unsafe { crate::provenance::lent_from_arguments(items[index], tuple, index, site, api) };
+            unsafe { crate::follow::provenance::lent_from_arguments(items[index], tuple, index, site, api) };
         }
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! Invariant: a map is only touched with the GIL held (inserts and removals
 //! run inside C-API calls and deallocations, reads in at-exit and pending
-//! calls), which serializes all access on GIL builds (DESIGN.md §8);
+//! calls), which serializes all access on GIL builds (docs/design.md §7.1);
 //! free-threaded builds do not enable provenance.
 
 use std::cell::UnsafeCell;

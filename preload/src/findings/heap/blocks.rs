@@ -10,8 +10,8 @@
 //! these gives no block. Only read in the forked copy a check runs in,
 //! within readable mappings.
 
-use super::layout;
-use crate::findings::memory::Readable;
+use crate::python::layout;
+use crate::sys::memory::Readable;
 
 /// Longest block read.
 const MAX_BLOCK: usize = 1 << 20;

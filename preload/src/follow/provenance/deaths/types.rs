@@ -19,7 +19,7 @@
 //! instances, so the stubs run the deallocators under one of their own
 //! (`trashcan`).
 
-use super::{layout, runtime};
+use crate::python::{layout, runtime};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Stubs: how many types can have their deaths seen this way.
@@ -93,7 +93,7 @@ extern "C" fn dying(object: usize, k: usize) {
     // type itself (not from a subclass's `subtype_dealloc`): the case in
     // which the interpreter's trashcan would let it wait.
     unsafe {
-        crate::provenance::forget(object);
+        crate::follow::provenance::forget(object);
         super::trashcan::run(object, ORIGINAL.get_unchecked(k).load(Ordering::Acquire), || {
             let type_object = layout::type_of(object);
             layout::dealloc_of(type_object) == stub && layout::has_gc(type_object)
@@ -108,7 +108,7 @@ extern "C" fn dying(object: usize, k: usize) {
 pub fn install(hook: bool, freed_seen: bool) {
     if freed_seen {
         for (slot, name) in FREED_WHOLE.iter().zip([c"PyLong_Type", c"PyUnicode_Type", c"PyBytes_Type"]) {
-            slot.store(super::api::export(name), Ordering::Relaxed);
+            slot.store(crate::python::api::export(name), Ordering::Relaxed);
         }
     }
     if let Some(dealloc) = runtime::class_dealloc().filter(|&d| d != 0) {

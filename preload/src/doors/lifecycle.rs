@@ -3,9 +3,11 @@
 //! alone), then started once; stopped for forks; the summary written once at
 //! exit, whichever way the process ends.
 
+use super::reporter as thread;
+use crate::follow::{methods, provenance};
+use crate::interpose::Wiring;
 use crate::python::{api, facts, runtime};
-use crate::report::{self, thread};
-use crate::{count, findings, hooks, methods, provenance, sys};
+use crate::{count, findings, hooks, report, symbolize, sys};
 use refwatch_model::{event::SCHEMA, Event, Flavour, SettingError, Settings};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, Once, OnceLock};
@@ -28,9 +30,29 @@ static SUMMARY_WRITTEN: AtomicBool = AtomicBool::new(false);
 static STOPPED_FOR_C_FORK: AtomicBool = AtomicBool::new(false);
 
 /// The settings once the agent started.
-pub fn settings() -> Option<&'static Settings> {
+fn settings() -> Option<&'static Settings> {
     SETTINGS.get().copied()
 }
+
+/// What interposition is handed at each scan of the loaded objects.
+pub static WIRING: Wiring = Wiring { should_watch, entry_for: hooks::entry_for };
+
+/// What following hands up to the findings.
+static VERDICTS: crate::follow::Verdicts = crate::follow::Verdicts {
+    freed: findings::overrelease::freed,
+    after_free: findings::overrelease::after_free,
+    returned_unowned: findings::overrelease::returned_unowned,
+};
+
+/// What the interpreter's callbacks do.
+static CALLBACKS: runtime::Callbacks = runtime::Callbacks {
+    at_exit: on_python_exit,
+    before_fork: before_python_fork,
+    after_fork_parent: after_python_fork_parent,
+    after_fork_child: after_python_fork_child,
+    start_reporter,
+    safe_point,
+};
 
 /// Decides whether an object that uses the C-API is watched, starting the
 /// agent for the first one. Settings are validated here, so a process that
@@ -60,23 +82,35 @@ fn start(settings: &'static Settings) {
         return;
     }
     SETTINGS.get_or_init(|| settings);
+    hand_down(settings);
     count::set_sample(settings.sample);
     hooks::resolve();
     methods::resolve();
-    crate::watch::configure(settings.watchpoints);
+    crate::follow::watch::configure(settings.watchpoints);
     let flavour = FLAVOUR.get_or_init(facts::flavour);
     provenance::enable(flavour.gil);
     *STARTED_AT.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     // SAFETY: the three handlers are `extern "C" fn()` that stay valid for
     // the life of the process (this library is never unloaded).
     unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
-    findings::crash::install();
+    sys::crash::install();
     ACTIVE.store(true, Ordering::Release);
     report::emit_start();
     // Usually possible right away: Python holds the GIL while it imports an
     // extension. Otherwise the reporter's first pending call does it.
     runtime::register_if_possible();
     thread::start();
+}
+
+/// Hands each floor below what it needs of the settings, and what it must
+/// ask of the floors above it.
+fn hand_down(settings: &'static Settings) {
+    report::configure(report::Config { output: &settings.output, format: settings.format, start_event });
+    thread::configure(settings.interval, settings.census);
+    findings::overrelease::configure(settings.on_overrelease);
+    symbolize::name_tail_calls_with(methods::tail_call_function);
+    crate::follow::hand_verdicts_to(&VERDICTS);
+    runtime::set_callbacks(&CALLBACKS);
 }
 
 /// The `start` event for this process.
@@ -99,7 +133,7 @@ pub fn start_event() -> Event {
 }
 
 /// Release builds have no refcount total: a gc census is the nearest thing.
-pub fn census_applies() -> bool {
+fn census_applies() -> bool {
     FLAVOUR.get().is_some_and(|f| !f.debug)
 }
 
@@ -155,7 +189,7 @@ fn analyze(with_python: bool) -> Analysis {
     if !with_python || !crate::python::api::api().is_some_and(|a| a.can_run_python()) {
         return Analysis { leaks: findings::leaks::check(), totals: None };
     }
-    crate::python::liveness::keep_seeing_deaths();
+    crate::follow::provenance::deaths::keep_seeing_deaths();
     let work = || Analysis { leaks: findings::leaks::check(), totals: runtime::totals_now(census_applies()) };
     isolated("at exit", work).unwrap_or_default()
 }
@@ -169,13 +203,13 @@ fn isolated<T: serde::Serialize + serde::de::DeserializeOwned>(
     // The reporter is stopped around the fork: a lock it held at that moment
     // (the symbolizer's, the output's) would never be released in the copy.
     let reporter = thread::stop();
-    let answer = crate::isolate::in_copy(&work);
+    let answer = crate::sys::isolate::in_copy(&work);
     if reporter {
         thread::start();
     }
     match answer {
         Ok(answer) => Some(answer),
-        Err(crate::isolate::Failure::Signal(signal)) => {
+        Err(crate::sys::isolate::Failure::Signal(signal)) => {
             sys::warn(format_args!(
                 "the walk of the heap {when} crashed (signal {signal}) in a copy of the process, which \
                  leaves the program unharmed: the heap holds a pointer to a freed object (an over-release); \
@@ -183,7 +217,7 @@ fn isolated<T: serde::Serialize + serde::de::DeserializeOwned>(
             ));
             None
         }
-        Err(crate::isolate::Failure::Other(why)) => {
+        Err(crate::sys::isolate::Failure::Other(why)) => {
             sys::warn(format_args!("walking the heap {when} in the process itself: {why}"));
             Some(work())
         }
@@ -261,8 +295,18 @@ pub fn start_reporter() {
     thread::start();
 }
 
+/// The main thread's safe point the reporter asked for: fresh totals, and
+/// at the census interval (`deep`) a census and the periodic leak check.
+fn safe_point(deep: bool) {
+    crate::follow::provenance::deaths::keep_seeing_deaths();
+    runtime::totals_now(deep && census_applies());
+    if deep {
+        periodic_check();
+    }
+}
+
 extern "C" fn fork_prepare() {
-    if crate::isolate::forking() {
+    if crate::sys::isolate::forking() {
         return; // refwatch's own copy for a heap walk
     }
     if ACTIVE.load(Ordering::Acquire) {
@@ -271,7 +315,7 @@ extern "C" fn fork_prepare() {
 }
 
 extern "C" fn fork_parent() {
-    if crate::isolate::forking() {
+    if crate::sys::isolate::forking() {
         return; // refwatch's own copy for a heap walk
     }
     if STOPPED_FOR_C_FORK.swap(false, Ordering::Relaxed) {
@@ -283,7 +327,7 @@ extern "C" fn fork_parent() {
 /// a summary of its own; the reporter is restarted by Python's after-fork
 /// hook (a child that only execs never writes anything).
 extern "C" fn fork_child() {
-    if crate::isolate::forking() {
+    if crate::sys::isolate::forking() {
         return; // refwatch's own copy for a heap walk
     }
     if !ACTIVE.load(Ordering::Acquire) {

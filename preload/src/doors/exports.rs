@@ -1,9 +1,9 @@
 //! The functions refwatch exports to interpose on: `dlopen`, `dlclose`,
 //! `_exit`, `_Exit`. Everything else it hooks goes through patched GOTs.
 
-use super::objects;
-use crate::lifecycle;
-use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use super::lifecycle;
+use crate::interpose::{self, search::caller_search};
+use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The next definition of `name` after refwatch (libc's), cached in `slot`.
@@ -45,46 +45,9 @@ extern "C" fn dlopen_from(filename: *const c_char, flags: c_int, caller: usize) 
     // caller's RUNPATH) to libc's dlopen.
     let handle = unsafe { real_dlopen()(name, flags) };
     if !handle.is_null() {
-        objects::scan();
+        interpose::scan(&lifecycle::WIRING);
     }
     handle
-}
-
-/// Calling dlopen from refwatch makes the loader search refwatch's RUNPATH
-/// instead of the caller's. For a bare name, redo the caller's DT_RPATH /
-/// LD_LIBRARY_PATH / DT_RUNPATH part of the search, in the loader's order;
-/// `None` leaves the rest (cache, default dirs) to the real dlopen.
-fn caller_search(filename: *const c_char, caller: usize) -> Option<CString> {
-    if filename.is_null() {
-        return None;
-    }
-    // SAFETY: dlopen's contract: a non-null filename is a C string.
-    let name = unsafe { CStr::from_ptr(filename) }.to_str().ok()?;
-    if name.contains('/') || name.is_empty() {
-        return None;
-    }
-    let object = objects::object_at(caller)?;
-    // SAFETY: the caller is executing in this object, so it is loaded.
-    let (dirs, is_runpath) = unsafe { object.dynamic()?.search_path()? };
-    let origin = match object.path.as_str() {
-        "" => std::fs::read_link("/proc/self/exe").ok()?.to_string_lossy().into_owned(),
-        p => p.to_string(),
-    };
-    let origin = origin.rsplit_once('/').map_or(".", |(d, _)| d).to_string();
-    let expand = |d: &str| d.replace("${ORIGIN}", &origin).replace("$ORIGIN", &origin);
-    let env_dirs = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
-    let own: Vec<String> = dirs.split(':').map(expand).collect();
-    let ordered: Vec<String> = if is_runpath {
-        env_dirs.split(':').map(str::to_string).chain(own).collect()
-    } else {
-        own.into_iter().chain(env_dirs.split(':').map(str::to_string)).collect()
-    };
-    ordered
-        .iter()
-        .filter(|d| !d.is_empty())
-        .map(|d| format!("{d}/{name}"))
-        .find(|p| std::path::Path::new(p).exists())
-        .and_then(|p| CString::new(p).ok())
 }
 
 type DlcloseFn = unsafe extern "C" fn(*mut c_void) -> c_int;
@@ -100,7 +63,7 @@ pub unsafe extern "C" fn dlclose(handle: *mut c_void) -> c_int {
     let real: DlcloseFn = unsafe { std::mem::transmute(next(&REAL, c"dlclose")) };
     // SAFETY: forwarding the caller's handle.
     let status = unsafe { real(handle) };
-    objects::forget_unloaded();
+    interpose::forget_unloaded();
     status
 }
 

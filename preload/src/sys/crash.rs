@@ -151,7 +151,7 @@ extern "C" fn on_signal(signal: libc::c_int, info: *mut libc::siginfo_t, context
         if len > 0 && addresses.iter().any(|&a| a >= start && a < end) {
             // SAFETY: `len` bytes of the message were published (Acquire).
             let message = unsafe { &(&*released.message.get())[..len] };
-            let _ = crate::sys::write_all(2, message);
+            let _ = super::write_all(2, message);
         }
     }
     chain(signal, info, context);

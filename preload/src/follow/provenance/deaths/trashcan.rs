@@ -24,7 +24,7 @@
 //! Types without a gc header cannot wait (nor, without one, hold the
 //! cycles of containers that nest deep).
 
-use super::{api::api, layout};
+use crate::python::{api::api, layout};
 use std::cell::UnsafeCell;
 
 /// Deaths nested through the stubs before an object waits: the
