@@ -4,6 +4,7 @@
 mod check;
 mod cli;
 mod run;
+mod signals;
 
 use std::process::ExitCode;
 

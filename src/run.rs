@@ -1,8 +1,10 @@
-//! `refwatch run`: preload the agent, run the command, pass its exit status
+//! `refwatch run`: preload the agent, run the command with the signal state
+//! the launcher was given, forward signals to it, pass its exit status
 //! through (re-raising the signal that killed it).
 
 use crate::cli::RunOptions;
-use std::os::unix::process::ExitStatusExt;
+use crate::signals::{reraise, Relay};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
@@ -51,15 +53,23 @@ pub fn run(options: RunOptions) -> ExitCode {
     } else {
         eprintln!("refwatch: not watching this run; the command runs unchanged");
     }
-    // Like a shell waiting for a job: ^C and ^\ are the child's to handle.
-    let previous = ignore_terminal_signals();
-    let status = command.status();
-    restore_terminal_signals(previous);
+    let relay = Relay::start();
+    // SAFETY: the closure only calls sigaction and sigprocmask, which are
+    // async-signal-safe, on data prepared before the fork.
+    unsafe { command.pre_exec(relay.child_setup()) };
+    let status = match command.spawn() {
+        Ok(program) => relay.wait(&program),
+        Err(e) => {
+            relay.release();
+            eprintln!("refwatch: run: cannot start {}: {e}", program.to_string_lossy());
+            return ExitCode::from(127);
+        }
+    };
     let status = match status {
         Ok(status) => status,
         Err(e) => {
-            eprintln!("refwatch: run: cannot start {}: {e}", program.to_string_lossy());
-            return ExitCode::from(127);
+            eprintln!("refwatch: run: waiting for {}: {e}", program.to_string_lossy());
+            return ExitCode::from(1);
         }
     };
     let found = options.fail_on_findings && std::fs::metadata(&findings_file).is_ok_and(|m| m.len() > 0);
@@ -73,36 +83,4 @@ pub fn run(options: RunOptions) -> ExitCode {
         return ExitCode::from(1);
     }
     ExitCode::from(code as u8)
-}
-
-type Handlers = [libc::sighandler_t; 2];
-
-fn ignore_terminal_signals() -> Handlers {
-    // SAFETY: setting SIG_IGN for SIGINT/SIGQUIT has no memory-safety
-    // preconditions; the previous dispositions are restored after the wait.
-    unsafe { [libc::signal(libc::SIGINT, libc::SIG_IGN), libc::signal(libc::SIGQUIT, libc::SIG_IGN)] }
-}
-
-fn restore_terminal_signals(previous: Handlers) {
-    // SAFETY: restores the dispositions `ignore_terminal_signals` returned.
-    unsafe {
-        libc::signal(libc::SIGINT, previous[0]);
-        libc::signal(libc::SIGQUIT, previous[1]);
-    }
-}
-
-/// Dies of the same signal as the child, so our parent sees what it would
-/// have seen without refwatch.
-fn reraise(signal: i32) -> ! {
-    // SAFETY: restoring the default disposition and raising a signal on
-    // ourselves; if the signal does not end the process we exit below.
-    unsafe {
-        libc::signal(signal, libc::SIG_DFL);
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, signal);
-        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-        libc::raise(signal);
-    }
-    std::process::exit(128 + signal)
 }
