@@ -23,7 +23,9 @@
 //! least [`LEAK_MIN_OBJECTS`] of the objects it created are left with
 //! references nothing holds. A leak adds one such object per call; a single
 //! one is a one-time singleton or cache kept where refwatch cannot see (a C
-//! struct on the heap) and is listed under `held`, never as a finding.
+//! struct on the heap) and is listed under `held`, never as a finding. A
+//! leak of references to an object made elsewhere adds one reference per
+//! call to the same object: there, as many unheld references make a leak.
 
 use super::heap;
 use crate::follow::provenance::apis;
@@ -159,6 +161,8 @@ fn check_now() -> Option<(Vec<Finding>, Vec<Held>)> {
     }
     let objects = chosen.into_objects();
     let mut tallies: HashMap<Blame, Tally> = HashMap::new();
+    // One blame per method, however many objects its calls left references on.
+    let mut method_blames: HashMap<u32, Blame> = HashMap::new();
     for ((&object, s), &held_by) in objects.iter().zip(&suspects.known).zip(&held_by) {
         let held_by = u64::from(held_by);
         let (ledger, growth) = suspects.more_of(s).map_or((None, None), |m| (m.ledger, m.growth));
@@ -168,11 +172,13 @@ fn check_now() -> Option<(Vec<Finding>, Vec<Held>)> {
         // An object the interpreter shares (an interned str) has holders
         // no walk sees: never blamed on its creation either.
         let by_creation = if s.site != 0 && !shared(object) { rest } else { 0 };
-        // Only when the method calls left exactly the unheld references, on
-        // an object the interpreter does not share from places refwatch
-        // cannot see (static objects, small ints, interned strings).
+        // Only when the method calls left at least the unheld references
+        // (a container the calls also stored it in may have let go of its
+        // own since), on an object the interpreter does not share from
+        // places refwatch cannot see (static objects, small ints, interned
+        // strings).
         let by_calls = match growth {
-            Some(g) if s.site == 0 && rest > 0 && rest == g.net && !shared(object) => rest,
+            Some(g) if s.site == 0 && rest > 0 && rest <= g.net && !shared(object) => rest,
             _ => 0,
         };
         let blames = [
@@ -185,7 +191,12 @@ fn check_now() -> Option<(Vec<Finding>, Vec<Held>)> {
                     how: How::Created,
                 }),
             ),
-            (by_calls, growth.map(|g| method_blame(g.method))),
+            (
+                by_calls,
+                growth
+                    .filter(|_| by_calls > 0)
+                    .map(|g| method_blames.entry(g.method).or_insert_with(|| method_blame(g.method)).clone()),
+            ),
         ];
         for (references, blame) in blames {
             let Some(blame) = blame.filter(|_| references > 0) else { continue };
@@ -340,7 +351,13 @@ fn conclude(tallies: HashMap<Blame, Tally>) -> (Vec<Finding>, Vec<Held>) {
     for (blame, tally) in tallies {
         let type_name = type_names(&tally.types);
         let place = &blame.place;
-        let leaked = tally.objects >= LEAK_MIN_OBJECTS;
+        // Fresh objects leak one per call; references left on an object
+        // made elsewhere (an argument) pile up on that one object.
+        let grows = match blame.how {
+            How::Created => tally.objects,
+            _ => tally.objects.max(tally.references),
+        };
+        let leaked = grows >= LEAK_MIN_OBJECTS;
         let tally = Tally {
             objects: tally.objects * scale,
             references: tally.references * scale,

@@ -30,6 +30,9 @@ pub struct Symbolizer {
     /// DWARF and symbols per object path; `None` when the file can't be read.
     loaders: HashMap<String, Option<addr2line::Loader>>,
     places: HashMap<usize, Place>,
+    /// `increment_lines` per function entry: a walk of every byte of the
+    /// function, asked again for each object its calls left references on.
+    increments: HashMap<usize, Vec<u32>>,
 }
 
 impl Symbolizer {
@@ -114,6 +117,15 @@ impl Symbolizer {
     /// watched object) where DWARF places an inlined `Py_INCREF` (or
     /// `Py_XINCREF`, `Py_NewRef`): where a reference it takes may be.
     pub fn increment_lines(&mut self, function: usize, watched: &[Watched]) -> Vec<u32> {
+        if let Some(lines) = self.increments.get(&function) {
+            return lines.clone();
+        }
+        let lines = self.walk_increment_lines(function, watched);
+        self.increments.insert(function, lines.clone());
+        lines
+    }
+
+    fn walk_increment_lines(&mut self, function: usize, watched: &[Watched]) -> Vec<u32> {
         let Some(object) = watched.iter().find(|w| w.contains(function)) else { return Vec::new() };
         let Some(loader) = self.loader(object) else { return Vec::new() };
         let start = (function - object.bias) as u64;
