@@ -25,6 +25,9 @@ fn driver(call: &str, after: &str) -> String {
         "import references\n\
          obj = 'made in Python %d' % len(__name__)\n\
          lst, st = [], set()\n\
+         class Owner:\n    name = obj\n\
+         def callback():\n    return obj\n\
+         items = [obj]\n\
          for i in range(40):\n    {call}\n\
          {after}\n\
          print('ok')\n"
@@ -114,6 +117,39 @@ fn a_method_caching_its_latest_argument_is_not_a_leak() {
         ensure!(r.stdout == "ok\n", "{}", r.describe());
         let (findings, _) = r.summary_findings()?;
         ensure!(findings.is_empty(), "false findings: {findings:#?}");
+        Ok(())
+    });
+}
+
+/// (buggy call, marker, correct twin): a new reference to `obj`, which the
+/// program holds, returned by a C-API call and never released.
+const RECEIVED: &[(&str, &str, &str)] = &[
+    ("references.attribute_kept(Owner)", "ref-getattr", "references.attribute_kept_ok(Owner)"),
+    ("references.callback_kept(callback)", "ref-callback", "references.callback_kept_ok(callback)"),
+    ("references.first_kept(items)", "ref-iternext", "references.first_kept_ok(items)"),
+    ("references.item_kept(items)", "ref-getitem", "references.item_kept_ok(items)"),
+];
+
+/// A new reference to an object that already had others (an attribute's
+/// value, a callback's result, an iterator's or a sequence's item), from
+/// `PyObject_GetAttrString`, `PyObject_CallObject`, `PyIter_Next`,
+/// `PySequence_GetItem`, never released: named at the call, exactly.
+#[test]
+fn a_new_reference_to_an_object_made_elsewhere_never_released_is_named_at_the_call() {
+    on_every_python("received", |py| {
+        let built = fixture_for(py);
+        for (call, marker, twin) in RECEIVED {
+            let r = run(py, &[&built], &driver(call, ""), Agent::Json(&[]));
+            ensure!(r.stdout == "ok\n", "{call}: {}", r.describe());
+            let (findings, _) = r.summary_findings()?;
+            one_leak_at(py, &findings, marker, 40)?;
+            let f = &findings[0];
+            ensure!(f.evidence.contains("never released"), "{call}: evidence: {f:#?}");
+            let r = run(py, &[&built], &driver(twin, ""), Agent::Json(&[]));
+            ensure!(r.stdout == "ok\n", "{twin}: {}", r.describe());
+            let (findings, _) = r.summary_findings()?;
+            ensure!(findings.is_empty(), "{twin}: false findings: {findings:#?}");
+        }
         Ok(())
     });
 }

@@ -17,7 +17,14 @@
 //! the extension did not create (an argument) whose unheld references are
 //! all ones its methods' calls left (`provenance::growth`) is blamed on the
 //! method, at function level, with the lines where DWARF places an inlined
-//! `Py_INCREF` in it as candidates.
+//! `Py_INCREF` in it as candidates (pinned to one line by watchpoints). An
+//! object a new-reference call returned with other references already (an
+//! attribute's value, a callback's result, an iterator's item) whose unheld
+//! references are at most the ones such calls handed over
+//! (`provenance::received`) is blamed on the call that handed most, exactly.
+//! Objects the interpreter shares from places no walk reads (static
+//! objects, and before 3.12 small ints, interned strings and the cached
+//! empty and one-character strs, bytes and tuples) are never blamed.
 //!
 //! The rule, "grows with the number of calls": a call site leaks when at
 //! least [`LEAK_MIN_OBJECTS`] of the objects it created are left with
@@ -31,6 +38,7 @@ use super::heap;
 use crate::follow::provenance::apis;
 use crate::follow::provenance::growth::{self, GROWTH};
 use crate::follow::provenance::ledger::{Entry, LEDGER};
+use crate::follow::provenance::received::{Receipts, RECEIVED};
 use crate::follow::provenance::tracked::{self, Origin};
 use crate::interpose;
 use crate::python::{api, layout, runtime};
@@ -95,6 +103,7 @@ impl Suspects {
 struct More {
     ledger: Option<Entry>,
     growth: Option<growth::Entry>,
+    received: Option<Receipts>,
 }
 
 /// Where unheld references are blamed: one line (`candidates` empty), or a
@@ -111,6 +120,9 @@ struct Blame {
 enum How {
     /// It created the object and never released it.
     Created,
+    /// A new-reference call here returned the object, which had other
+    /// references already, and the reference was never released.
+    Received,
     /// Its visible increments outnumber its decrements.
     Increments,
     /// Calls of this method left them on an argument, without a visible
@@ -165,20 +177,28 @@ fn check_now() -> Option<(Vec<Finding>, Vec<Held>)> {
     let mut method_blames: HashMap<u32, Blame> = HashMap::new();
     for ((&object, s), &held_by) in objects.iter().zip(&suspects.known).zip(&held_by) {
         let held_by = u64::from(held_by);
-        let (ledger, growth) = suspects.more_of(s).map_or((None, None), |m| (m.ledger, m.growth));
+        let (ledger, growth, received) =
+            suspects.more_of(s).map_or((None, None, None), |m| (m.ledger, m.growth, m.received));
         let unheld = u64::from(s.refcount).saturating_sub(held_by);
-        let by_increment = ledger.map_or(0, |e| e.net.max(0) as u64).min(unheld);
+        // The interpreter's own shared objects (None, small ints, interned
+        // strings) have holders no walk sees: never blamed on anyone.
+        let shared = unheld > 0 && shared(object);
+        let by_increment = if shared { 0 } else { ledger.map_or(0, |e| e.net.max(0) as u64).min(unheld) };
         let rest = unheld - by_increment;
-        // An object the interpreter shares (an interned str) has holders
-        // no walk sees: never blamed on its creation either.
-        let by_creation = if s.site != 0 && !shared(object) { rest } else { 0 };
+        let by_creation = if s.site != 0 && !shared { rest } else { 0 };
+        let rest = rest - by_creation;
+        // New references to an object made elsewhere, never released: at
+        // most as many as the calls handed over.
+        let by_receipt = match received {
+            Some(r) if rest > 0 && !shared => r.count.min(rest),
+            _ => 0,
+        };
+        let rest = rest - by_receipt;
         // Only when the method calls left at least the unheld references
         // (a container the calls also stored it in may have let go of its
-        // own since), on an object the interpreter does not share from
-        // places refwatch cannot see (static objects, small ints, interned
-        // strings).
+        // own since).
         let by_calls = match growth {
-            Some(g) if s.site == 0 && rest > 0 && rest <= g.net && !shared(object) => rest,
+            Some(g) if rest > 0 && rest <= g.net && !shared => rest,
             _ => 0,
         };
         let blames = [
@@ -189,6 +209,14 @@ fn check_now() -> Option<(Vec<Finding>, Vec<Held>)> {
                     place: symbolize::place_of(site),
                     candidates: Vec::new(),
                     how: How::Created,
+                }),
+            ),
+            (
+                by_receipt,
+                received.map(|r| Blame {
+                    place: symbolize::place_of(r.main_site().ra),
+                    candidates: Vec::new(),
+                    how: How::Received,
                 }),
             ),
             (
@@ -210,6 +238,7 @@ fn check_now() -> Option<(Vec<Finding>, Vec<Held>)> {
             *tally.types.entry(type_name).or_default() += 1;
             let api = match how {
                 How::Created => s.created().map_or("?", |(_, api)| apis::name(api as usize)),
+                How::Received => received.map_or("?", |r| apis::name(r.main_site().api as usize)),
                 _ => "Py_INCREF",
             };
             *tally.apis.entry(api).or_default() += 1;
@@ -236,6 +265,10 @@ fn suspects(readable: &Readable) -> Suspects {
         GROWTH.for_each(|block, entry| {
             let object = block + entry.pre_header as usize;
             more.entry(object).or_insert((entry.type_object, More::default())).1.growth = Some(entry);
+        });
+        RECEIVED.for_each(|block, entry| {
+            let object = block + entry.pre_header as usize;
+            more.entry(object).or_insert((entry.type_object, More::default())).1.received = Some(entry);
         });
     }
     // A reused or freed address shows another type or an impossible
@@ -286,14 +319,18 @@ fn shared(object: usize) -> bool {
     if interpose::objects::object_at(object).is_some() {
         return true;
     }
-    static TYPES: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
-    let (int, str) = *TYPES.get_or_init(|| (api::export(c"PyLong_Type"), api::export(c"PyUnicode_Type")));
+    static TYPES: std::sync::OnceLock<[usize; 4]> = std::sync::OnceLock::new();
+    let [int, str, bytes, tuple] = *TYPES.get_or_init(|| {
+        [c"PyLong_Type", c"PyUnicode_Type", c"PyBytes_Type", c"PyTuple_Type"].map(api::export)
+    });
     // SAFETY: a live object (checked plausible by `suspects`).
     let type_object = unsafe { layout::type_of(object) };
-    // SAFETY: as above: an int or a str of this interpreter's layout.
+    // SAFETY: as above: an int, str, bytes or tuple of this interpreter's
+    // layout.
     unsafe {
         (type_object == int && layout::is_small_int(object))
-            || (type_object == str && layout::is_interned(object))
+            || (type_object == str && (layout::is_interned(object) || layout::is_cached_singleton(object)))
+            || ((type_object == bytes || type_object == tuple) && layout::is_cached_singleton(object))
     }
 }
 
@@ -427,6 +464,13 @@ fn evidence(blame: &Blame, tally: &Tally, type_name: &str, created: Option<u64>,
         let why =
             crate::follow::watch::unavailable().unwrap_or_else(|| "no watched call pinned one line".into());
         return format!("{left} (an inline Py_INCREF no hook sees; {candidates}; not pinned: {why})");
+    }
+    if blame.how == How::Received {
+        let api = most_common(&tally.apis).unwrap_or("?");
+        return format!(
+            "{n} {type_name} objects keep {refs} reference(s) returned here by {api} that were never released: the \
+             objects had other references already (made elsewhere, cached or long-lived), and nothing holds these"
+        );
     }
     if blame.how == How::Increments {
         let where_ = if blame.candidates.is_empty() { "here" } else { "in this function" };

@@ -251,6 +251,23 @@ pub unsafe fn is_interned(str: usize) -> bool {
     unsafe { ((str + EXTRA.load(Ordering::Relaxed) + 32) as *const u32).read() & 3 != 0 }
 }
 
+/// Whether a str, bytes or tuple is one of the interpreter's cached
+/// singletons on a version where they are not immortal (before 3.12): the
+/// empty tuple, the empty and one-character strs and bytes. Held from the
+/// interpreter's own state, which no walk reads (its free lists there keep
+/// stale pointers that would explain references no one holds).
+///
+/// # Safety
+/// `object` is a live exact str, bytes or tuple (`ob_size`, or a str's
+/// length, follows the header in each).
+pub unsafe fn is_cached_singleton(object: usize) -> bool {
+    if MINOR.load(Ordering::Relaxed) >= 12 {
+        return false;
+    }
+    // SAFETY: caller's contract.
+    unsafe { size(object) <= 1 }
+}
+
 /// Whether the reference tracer (`PyRefTracer_SetTracer`, 3.13+) is told
 /// of every death. Not on 3.13: its eval loop deallocates with its own
 /// `Py_DECREF` that skips the tracer (CPython gh-130382, fixed in 3.13.3),

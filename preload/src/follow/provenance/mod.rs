@@ -5,8 +5,10 @@
 //!
 //! The calls are seen through the generic trampolines (`trampolines`), which
 //! work for any signature, variadic ones included; an object is followed
-//! only when it is fresh (refcount 1 on return: a new object the extension
-//! now owns alone, not a cached or shared one). It stops being followed
+//! when it is fresh (refcount 1 on return: a new object the extension now
+//! owns alone). A new reference to an object that had others already (a
+//! cached, shared or long-lived one) is counted on that object instead
+//! (`received`): the extension owns that one reference all the same. It stops being followed
 //! when it is freed: by the interpreter's reference tracer (3.14+, every
 //! object), by the extension's own `_Py_Dealloc`, and, at a check, when the
 //! address holds an object of another type.
@@ -18,6 +20,7 @@ mod build_format;
 pub mod deaths;
 pub mod growth;
 pub mod ledger;
+pub mod received;
 pub mod tracked;
 mod trampolines;
 
@@ -35,7 +38,7 @@ const _: () = assert!(trampolines::ENTRIES >= apis::APIS.len());
 /// Starts following. Called at start, with the GIL held, before any GOT is
 /// patched.
 pub fn enable(gil: bool) {
-    if !gil || !tracked::init() || !ledger::init() || !assoc::init() || !growth::init() {
+    if !gil || !tracked::init() || !ledger::init() || !assoc::init() || !growth::init() || !received::init() {
         return;
     }
     let sampling = crate::count::sample() > 1;
@@ -279,7 +282,13 @@ fn record_fresh(site: usize, api: usize, result: usize) {
     // caller now owns; reading its header is what every C extension does.
     let (refcount, type_object) = unsafe { (layout::refcount(result), layout::type_of(result)) };
     if refcount != 1 {
-        return; // cached, interned or shared: not created for this caller
+        // Cached, interned or shared: not created for this caller, who now
+        // owns one of its references all the same.
+        if refcount < layout::IMMORTAL {
+            // SAFETY: a live object; new-reference APIs run with the GIL held.
+            unsafe { received::note(result, site, api) };
+        }
+        return;
     }
     // The usual case without a call (so without a frame to save registers
     // in): the site's counter in its home slot, a type whose deaths are
@@ -655,6 +664,7 @@ unsafe fn forget_in_other_maps(block: usize) {
     unsafe {
         ledger::LEDGER.remove(block);
         growth::GROWTH.remove(block);
+        received::RECEIVED.remove(block);
         assoc::CONTAINERS.remove(block);
         let Some(verdicts) = super::verdicts() else { return };
         if let Some(association) = assoc::ASSOC.remove(block) {
@@ -686,6 +696,7 @@ pub unsafe fn forget_all() {
             assoc::ASSOC.clear();
             assoc::CONTAINERS.clear();
             growth::GROWTH.clear();
+            received::RECEIVED.clear();
             (*LAST_DEATH.0.get()).0 = 0;
         }
     }
