@@ -17,7 +17,7 @@ const MAX_FORMAT: usize = 256;
 /// once rather than on every call. A format rebuilt in place with an `N` at
 /// a remembered address would have its steals unfollowed, nothing worse.
 /// The sampling gate of the trampolines reads it too.
-pub static WITHOUT_STEALS: [AtomicUsize; 64] = [const { AtomicUsize::new(0) }; 64];
+pub static FORMATS_WITHOUT_STEALS: [AtomicUsize; 64] = [const { AtomicUsize::new(0) }; 64];
 
 /// Multiplier and shift of `slot_of` (the trampolines' gate computes it).
 pub const HASH: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -29,7 +29,7 @@ fn slot_of(format: usize) -> usize {
 
 /// Whether `format` is known to have no `N` unit.
 pub fn known_without_steals(format: usize) -> bool {
-    WITHOUT_STEALS[slot_of(format)].load(Ordering::Relaxed) == format
+    FORMATS_WITHOUT_STEALS[slot_of(format)].load(Ordering::Relaxed) == format
 }
 
 /// Calls `stolen(object, container, index, slot)` for every value an `N`
@@ -44,7 +44,7 @@ pub unsafe fn for_each_stolen(
     built: usize,
     stolen: &mut dyn FnMut(usize, usize, usize, Slot),
 ) {
-    let seen = &WITHOUT_STEALS[slot_of(format)];
+    let seen = &FORMATS_WITHOUT_STEALS[slot_of(format)];
     if seen.load(Ordering::Relaxed) == format {
         return;
     }

@@ -23,14 +23,15 @@
 //!   switch C stacks inside calls) and returns the caller's address,
 //!   restores the registers and jumps back to the caller.
 //!
-//! Sampling gate: when `GATE[k]` is `ALWAYS` (new-reference functions
-//! under `REFWATCH_SAMPLE`), or `WITHOUT_STEALS` (`Py_BuildValue` and kin)
-//! and the format in the first argument is one known to have no `N` unit
-//! (`build_format::WITHOUT_STEALS`: then only the fresh result would be
-//! followed), either entry first counts down the thread's
-//! `Shadow::countdown` and, while it stays above zero, jumps straight to the
-//! real function: a call that is not sampled costs a few instructions and
-//! leaves no frame. A followed call sets the next gap (`super::record`).
+//! Sampling gate: when `ENTRY_SAMPLING[k]` is `SAMPLE_CALLS` (new-reference
+//! functions under `REFWATCH_SAMPLE`), or `SAMPLE_CALLS_WITHOUT_STEALS`
+//! (`Py_BuildValue` and kin) and the format in the first argument is one
+//! known to have no `N` unit (`build_format::FORMATS_WITHOUT_STEALS`: then
+//! only the fresh result would be followed), either entry first counts down
+//! the thread's `Shadow::countdown` and, while it stays above zero, jumps
+//! straight to the real function: a call that is not sampled costs a few
+//! instructions and leaves no frame. A followed call sets the next gap
+//! (`super::record`).
 //!
 //! The shadow stack is a TLS block of refwatch's own, reached with the
 //! initial-exec model (`fs`-relative, no call): refwatch is loaded at start-up
@@ -43,19 +44,24 @@ pub const ENTRIES: usize = 192;
 /// Calls a thread can have in flight through the trampolines.
 pub const DEPTH: usize = 64;
 
-/// The real function behind entry `k`; written at start, before patching.
-pub static REAL: [AtomicUsize; ENTRIES] = [const { AtomicUsize::new(0) }; ENTRIES];
+/// The C-API function behind entry `k` (`apis::APIS[k]`); written at
+/// start, before patching.
+pub static API_FN: [AtomicUsize; ENTRIES] = [const { AtomicUsize::new(0) }; ENTRIES];
 
 /// What entry `k` calls with the result: `super::on_call` or a handler for
 /// its effect with the same signature; written at start, before patching.
 pub static HANDLER: [AtomicUsize; ENTRIES] = [const { AtomicUsize::new(0) }; ENTRIES];
 
-/// How entry `k` is sampled (`NEVER`, `ALWAYS`, `WITHOUT_STEALS`); written
-/// at start, before patching.
-pub static GATE: [AtomicU8; ENTRIES] = [const { AtomicU8::new(0) }; ENTRIES];
-pub const NEVER: u8 = 0;
-pub const ALWAYS: u8 = 1;
-pub const WITHOUT_STEALS: u8 = 2;
+/// How entry `k` is sampled (`FOLLOW_EVERY_CALL`, `SAMPLE_CALLS`,
+/// `SAMPLE_CALLS_WITHOUT_STEALS`); written at start, before patching.
+pub static ENTRY_SAMPLING: [AtomicU8; ENTRIES] = [const { AtomicU8::new(0) }; ENTRIES];
+/// No sampling: every call is followed.
+pub const FOLLOW_EVERY_CALL: u8 = 0;
+/// One call in N is followed.
+pub const SAMPLE_CALLS: u8 = 1;
+/// One call in N is followed when its format is known to have no `N` unit;
+/// every other call is.
+pub const SAMPLE_CALLS_WITHOUT_STEALS: u8 = 2;
 
 /// One call in flight.
 #[repr(C)]
@@ -88,14 +94,14 @@ core::arch::global_asm!(
     // The sampling gate: falls through to label 1 to follow the call, jumps
     // to label 2 (straight to the real function) to let it pass.
     ".macro refwatch_gate k",
-    "cmp byte ptr [rip + {gate} + \\k], {always}",
+    "cmp byte ptr [rip + {entry_sampling} + \\k], {sample_calls}",
     "jb 1f",
     "je 3f",
     // A build: sampled only when its format is known to steal nothing.
     "movabs r11, {hash}",
     "imul r11, rdi",
     "shr r11, {shift}",
-    "lea r10, [rip + {formats}]",
+    "lea r10, [rip + {formats_without_steals}]",
     "cmp qword ptr [r10 + 8 * r11], rdi",
     "jne 1f",
     "3:",
@@ -118,7 +124,7 @@ core::arch::global_asm!(
     ".cfi_adjust_cfa_offset 8",
     "push rdi",
     ".cfi_adjust_cfa_offset 8",
-    "call qword ptr [rip + {real} + 8 * \\k]",
+    "call qword ptr [rip + {api_fn} + 8 * \\k]",
     // handler(result, [rdi, rsi, rdx, return address], k); rax kept.
     "mov rdi, rax",
     "mov rsi, rsp",
@@ -136,7 +142,7 @@ core::arch::global_asm!(
     ".cfi_adjust_cfa_offset -24",
     "ret",
     "2:",
-    "jmp qword ptr [rip + {real} + 8 * \\k]",
+    "jmp qword ptr [rip + {api_fn} + 8 * \\k]",
     ".cfi_endproc",
     ".size refwatch_prov_call_\\k, . - refwatch_prov_call_\\k",
     ".endr",
@@ -165,7 +171,7 @@ core::arch::global_asm!(
     "lea r10, [rip + refwatch_prov_return]",
     "mov qword ptr [rsp], r10",
     "2:",
-    "jmp qword ptr [rip + {real} + 8 * \\k]",
+    "jmp qword ptr [rip + {api_fn} + 8 * \\k]",
     ".endr",
     ".purgem refwatch_gate",
     // The common return stub. On arrival rsp = entry rsp + 8, 16-byte aligned.
@@ -204,12 +210,12 @@ core::arch::global_asm!(
     ".endr",
     ".text",
     depth = const DEPTH,
-    real = sym REAL,
-    gate = sym GATE,
-    always = const ALWAYS,
+    api_fn = sym API_FN,
+    entry_sampling = sym ENTRY_SAMPLING,
+    sample_calls = const SAMPLE_CALLS,
     hash = const super::build_format::HASH,
     shift = const super::build_format::SHIFT,
-    formats = sym super::build_format::WITHOUT_STEALS,
+    formats_without_steals = sym super::build_format::FORMATS_WITHOUT_STEALS,
     handler = sym HANDLER,
     on_return = sym super::on_return,
 );

@@ -23,10 +23,10 @@ use crate::python::{layout, runtime};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Stubs: how many types can have their deaths seen this way.
-const STUBS: usize = 256;
+const DEATH_STUBS: usize = 256;
 
-/// The real `tp_dealloc` behind stub `k`.
-static ORIGINAL: [AtomicUsize; STUBS] = [const { AtomicUsize::new(0) }; STUBS];
+/// The type's own `tp_dealloc` behind stub `k`.
+static OWN_DEALLOC: [AtomicUsize; DEATH_STUBS] = [const { AtomicUsize::new(0) }; DEATH_STUBS];
 /// Stubs handed out.
 static USED: AtomicUsize = AtomicUsize::new(0);
 /// `subtype_dealloc`; 0 until found.
@@ -54,7 +54,7 @@ core::arch::global_asm!(
     ".set refwatch_death_k, refwatch_death_k + 1",
     ".endr",
     ".popsection",
-    stubs = const STUBS,
+    stubs = const DEATH_STUBS,
     dying = sym dying,
 );
 
@@ -70,13 +70,13 @@ fn stubs() -> usize {
 /// Whether `dealloc` is one of the stubs.
 #[inline(always)]
 fn is_stub(dealloc: usize) -> bool {
-    dealloc.wrapping_sub(stubs()) < 16 * STUBS
+    dealloc.wrapping_sub(stubs()) < 16 * DEATH_STUBS
 }
 
 /// The type's own deallocator, when `dealloc` is one of the stubs.
 fn real_dealloc(dealloc: usize) -> usize {
     if is_stub(dealloc) {
-        ORIGINAL[(dealloc - stubs()) / 16].load(Ordering::Acquire)
+        OWN_DEALLOC[(dealloc - stubs()) / 16].load(Ordering::Acquire)
     } else {
         dealloc
     }
@@ -87,14 +87,14 @@ fn real_dealloc(dealloc: usize) -> usize {
 extern "C" fn dying(object: usize, k: usize) {
     let stub = stubs() + 16 * k;
     // SAFETY: deallocation runs with the GIL held and the object is intact
-    // until its real `tp_dealloc` runs, after this; stub `k` (k < STUBS)
-    // is installed only once its deallocator is in ORIGINAL[k]. An object whose own
+    // until its real `tp_dealloc` runs, after this; stub `k` (k < DEATH_STUBS)
+    // is installed only once its deallocator is in OWN_DEALLOC[k]. An object whose own
     // type's `tp_dealloc` is this stub dies as an instance of the hooked
     // type itself (not from a subclass's `subtype_dealloc`): the case in
     // which the interpreter's trashcan would let it wait.
     unsafe {
         crate::follow::provenance::forget(object);
-        super::trashcan::run(object, ORIGINAL.get_unchecked(k).load(Ordering::Acquire), || {
+        super::trashcan::run(object, OWN_DEALLOC.get_unchecked(k).load(Ordering::Acquire), || {
             let type_object = layout::type_of(object);
             layout::dealloc_of(type_object) == stub && layout::has_gc(type_object)
         });
@@ -196,11 +196,11 @@ unsafe fn hook(type_object: usize, class: usize) -> bool {
             return true;
         }
         let k = USED.load(Ordering::Relaxed);
-        if k == STUBS {
+        if k == DEATH_STUBS {
             return false;
         }
         USED.store(k + 1, Ordering::Relaxed);
-        ORIGINAL[k].store(dealloc, Ordering::Release);
+        OWN_DEALLOC[k].store(dealloc, Ordering::Release);
         layout::set_dealloc(type_object, stubs() + 16 * k);
         true
     }
