@@ -21,8 +21,8 @@ fn next(slot: &AtomicUsize, name: &CStr) -> usize {
 type DlopenFn = unsafe extern "C" fn(*const c_char, c_int) -> *mut c_void;
 
 fn real_dlopen() -> DlopenFn {
-    static REAL: AtomicUsize = AtomicUsize::new(0);
-    let address = next(&REAL, c"dlopen");
+    static LIBC_DLOPEN: AtomicUsize = AtomicUsize::new(0);
+    let address = next(&LIBC_DLOPEN, c"dlopen");
     // SAFETY: libc's dlopen has this signature; it always exists under glibc.
     unsafe { std::mem::transmute::<usize, DlopenFn>(address) }
 }
@@ -58,9 +58,9 @@ type DlcloseFn = unsafe extern "C" fn(*mut c_void) -> c_int;
 /// As for libc's `dlclose`: `handle` came from `dlopen`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn dlclose(handle: *mut c_void) -> c_int {
-    static REAL: AtomicUsize = AtomicUsize::new(0);
+    static LIBC_DLCLOSE: AtomicUsize = AtomicUsize::new(0);
     // SAFETY: libc's dlclose has this signature.
-    let real: DlcloseFn = unsafe { std::mem::transmute(next(&REAL, c"dlclose")) };
+    let real: DlcloseFn = unsafe { std::mem::transmute(next(&LIBC_DLCLOSE, c"dlclose")) };
     // SAFETY: forwarding the caller's handle.
     let status = unsafe { real(handle) };
     interpose::forget_unloaded();
@@ -84,13 +84,13 @@ fn exit_now(slot: &AtomicUsize, name: &CStr, status: c_int) -> ! {
 /// first.
 #[cfg_attr(not(test), no_mangle)]
 pub extern "C" fn _exit(status: c_int) -> ! {
-    static REAL: AtomicUsize = AtomicUsize::new(0);
-    exit_now(&REAL, c"_exit", status)
+    static LIBC__EXIT: AtomicUsize = AtomicUsize::new(0);
+    exit_now(&LIBC__EXIT, c"_exit", status)
 }
 
 #[cfg_attr(not(test), no_mangle)]
 #[allow(non_snake_case)] // the C name
 pub extern "C" fn _Exit(status: c_int) -> ! {
-    static REAL: AtomicUsize = AtomicUsize::new(0);
-    exit_now(&REAL, c"_Exit", status)
+    static LIBC__EXIT_UPPER: AtomicUsize = AtomicUsize::new(0);
+    exit_now(&LIBC__EXIT_UPPER, c"_Exit", status)
 }

@@ -36,8 +36,8 @@
 
 use super::heap;
 use crate::follow::provenance::apis;
-use crate::follow::provenance::growth::{self, GROWTH};
-use crate::follow::provenance::ledger::{Entry, LEDGER};
+use crate::follow::provenance::growth::{Growth, GROWTH};
+use crate::follow::provenance::ledger::{LedgerEntry, LEDGER};
 use crate::follow::provenance::received::{Receipts, RECEIVED};
 use crate::follow::provenance::tracked::{self, Origin};
 use crate::interpose;
@@ -101,8 +101,8 @@ impl Suspects {
 
 #[derive(Default)]
 struct More {
-    ledger: Option<Entry>,
-    growth: Option<growth::Entry>,
+    ledger: Option<LedgerEntry>,
+    growth: Option<Growth>,
     received: Option<Receipts>,
 }
 
@@ -336,11 +336,11 @@ fn shared(object: usize) -> bool {
 
 /// Where an object's unmatched increments are: the lines with more
 /// increments than decrements, in the function that has most of them.
-fn increment_blame(entry: &Entry) -> Option<Blame> {
+fn increment_blame(entry: &LedgerEntry) -> Option<Blame> {
     type Function = (Option<String>, Option<String>); // module, function
     let mut by_function: HashMap<Function, Vec<(Place, i64)>> = HashMap::new();
-    for &(site, net) in entry.sites.iter().filter(|s| s.0 != 0 && s.1 > 0) {
-        let place = symbolize::place_of(site);
+    for &(ra, net) in entry.call_sites.iter().filter(|s| s.0 != 0 && s.1 > 0) {
+        let place = symbolize::place_of(ra);
         by_function.entry((place.module.clone(), place.function.clone())).or_default().push((place, net));
     }
     let (_, mut places) =

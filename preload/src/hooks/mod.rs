@@ -19,7 +19,7 @@ pub struct Hook {
     /// Where patched GOT slots point.
     pub entry: unsafe extern "C" fn(),
     /// The interpreter's own function; 0 until resolved at start.
-    pub real: &'static AtomicUsize,
+    pub interpreter_fn: &'static AtomicUsize,
 }
 
 /// Whether releasing `op` drops its last reference (the release frees it).
@@ -32,10 +32,11 @@ unsafe fn releases_last(op: *mut c_void) -> bool {
     !op.is_null() && unsafe { crate::python::layout::refcount(op as usize) } == 1
 }
 
-/// Reads a resolved original. Only called from hooks, which are only
-/// reachable through slots patched after `real` was set (non-zero).
+/// Reads the interpreter's function a hook calls on. Only called from
+/// hooks, which are only reachable through slots patched after it was set
+/// (non-zero).
 #[inline(always)]
-fn real(slot: &AtomicUsize) -> usize {
+fn resolved(slot: &AtomicUsize) -> usize {
     slot.load(Ordering::Relaxed)
 }
 
@@ -49,14 +50,14 @@ macro_rules! hooks {
         $( hooks!(@one $name $shape $kind); )*
         /// Every hooked function.
         pub static HOOKS: &[Hook] = &[
-            $( Hook { name: stringify!($name), entry: $name::entry, real: &$name::REAL } ),*
+            $( Hook { name: stringify!($name), entry: $name::entry, interpreter_fn: &$name::INTERPRETER_FN } ),*
         ];
     };
     (@one $name:ident object $kind:expr) => {
         #[allow(non_snake_case)]
         mod $name {
             use super::*;
-            pub static REAL: AtomicUsize = AtomicUsize::new(0);
+            pub static INTERPRETER_FN: AtomicUsize = AtomicUsize::new(0);
             extern "C" fn hook(op: *mut c_void, ra: usize) {
                 record(ra, $kind);
                 let increment = matches!($kind, Kind::Incref);
@@ -71,9 +72,9 @@ macro_rules! hooks {
                         return;
                     }
                 }
-                // SAFETY: REAL holds the address of the interpreter's function
+                // SAFETY: INTERPRETER_FN holds the address of the interpreter's function
                 // of this name, whose C signature is `void f(PyObject *)`.
-                let f: extern "C" fn(*mut c_void) = unsafe { std::mem::transmute(real(&REAL)) };
+                let f: extern "C" fn(*mut c_void) = unsafe { std::mem::transmute(resolved(&INTERPRETER_FN)) };
                 f(op)
             }
             arch::trampoline!(entry, ra_after_1_arg, hook);
@@ -83,7 +84,7 @@ macro_rules! hooks {
         #[allow(non_snake_case)]
         mod $name {
             use super::*;
-            pub static REAL: AtomicUsize = AtomicUsize::new(0);
+            pub static INTERPRETER_FN: AtomicUsize = AtomicUsize::new(0);
             extern "C" fn hook(op: *mut c_void, ra: usize) {
                 record(ra, $kind);
                 // SAFETY: deallocation runs with the GIL held; the object is
@@ -93,9 +94,9 @@ macro_rules! hooks {
                 }
                 // SAFETY: as above.
                 unsafe { crate::follow::provenance::forget(op as usize) };
-                // SAFETY: REAL holds the address of the interpreter's function
+                // SAFETY: INTERPRETER_FN holds the address of the interpreter's function
                 // of this name, whose C signature is `void f(PyObject *)`.
-                let f: extern "C" fn(*mut c_void) = unsafe { std::mem::transmute(real(&REAL)) };
+                let f: extern "C" fn(*mut c_void) = unsafe { std::mem::transmute(resolved(&INTERPRETER_FN)) };
                 f(op);
                 // SAFETY: the GIL is still held; the object was just freed.
                 unsafe { crate::follow::watch::after_free(op as usize, ra) };
@@ -107,12 +108,12 @@ macro_rules! hooks {
         #[allow(non_snake_case)]
         mod $name {
             use super::*;
-            pub static REAL: AtomicUsize = AtomicUsize::new(0);
+            pub static INTERPRETER_FN: AtomicUsize = AtomicUsize::new(0);
             extern "C" fn hook(ra: usize) {
                 record(ra, $kind);
-                // SAFETY: REAL holds the address of the interpreter's function
+                // SAFETY: INTERPRETER_FN holds the address of the interpreter's function
                 // of this name, whose C signature is `void f(void)`.
-                let f: extern "C" fn() = unsafe { std::mem::transmute(real(&REAL)) };
+                let f: extern "C" fn() = unsafe { std::mem::transmute(resolved(&INTERPRETER_FN)) };
                 f()
             }
             arch::trampoline!(entry, ra_after_0_args, hook);
@@ -122,16 +123,16 @@ macro_rules! hooks {
         #[allow(non_snake_case)]
         mod $name {
             use super::*;
-            pub static REAL: AtomicUsize = AtomicUsize::new(0);
+            pub static INTERPRETER_FN: AtomicUsize = AtomicUsize::new(0);
             extern "C" fn hook(file: *const c_char, line: c_int, op: *mut c_void, ra: usize) {
                 record(ra, $kind);
                 // The interpreter reports the error and aborts in the real
                 // function: the finding goes out first.
                 overrelease::negative_refcount(op as usize, ra);
                 type Negative = extern "C" fn(*const c_char, c_int, *mut c_void);
-                // SAFETY: REAL holds `_Py_NegativeRefcount`, whose C signature
+                // SAFETY: INTERPRETER_FN holds `_Py_NegativeRefcount`, whose C signature
                 // is `void f(const char *, int, PyObject *)`.
-                let f: Negative = unsafe { std::mem::transmute(real(&REAL)) };
+                let f: Negative = unsafe { std::mem::transmute(resolved(&INTERPRETER_FN)) };
                 f(file, line, op)
             }
             arch::trampoline!(entry, ra_after_3_args, hook);
@@ -163,7 +164,7 @@ hooks! {
 pub fn resolve() {
     for hook in HOOKS {
         // refwatch exports none of these names, so it cannot find itself.
-        hook.real.store(crate::python::api::address_of(hook.name), Ordering::Relaxed);
+        hook.interpreter_fn.store(crate::python::api::address_of(hook.name), Ordering::Relaxed);
     }
 }
 
@@ -173,7 +174,7 @@ pub fn resolve() {
 pub fn entry_for(name: &[u8]) -> Option<usize> {
     HOOKS
         .iter()
-        .find(|h| h.name.as_bytes() == name && h.real.load(Ordering::Relaxed) != 0)
+        .find(|h| h.name.as_bytes() == name && h.interpreter_fn.load(Ordering::Relaxed) != 0)
         .map(|h| h.entry as usize)
         .or_else(|| crate::follow::provenance::entry_for(name))
         .or_else(|| crate::follow::methods::entry_for(name))

@@ -25,7 +25,7 @@ use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 /// `ml_flags` of the method behind stub `k`.
-static FLAGS: [AtomicU32; stubs::STUBS] = [const { AtomicU32::new(0) }; stubs::STUBS];
+static FLAGS: [AtomicU32; stubs::METHOD_STUBS] = [const { AtomicU32::new(0) }; stubs::METHOD_STUBS];
 /// Stubs handed out.
 static USED: AtomicUsize = AtomicUsize::new(0);
 
@@ -65,17 +65,17 @@ unsafe fn wrap_table(defs: usize) {
             continue; // nothing to call, or wrapped already
         }
         let k = USED.fetch_add(1, Ordering::Relaxed);
-        if k >= stubs::STUBS {
+        if k >= stubs::METHOD_STUBS {
             static TOLD: std::sync::Once = std::sync::Once::new();
             TOLD.call_once(|| {
                 crate::sys::warn(format_args!(
                     "more than {} extension methods: the rest are not followed call by call",
-                    stubs::STUBS
+                    stubs::METHOD_STUBS
                 ))
             });
             return;
         }
-        stubs::REAL[k].store(meth, Ordering::Relaxed);
+        stubs::METHOD_FN[k].store(meth, Ordering::Relaxed);
         FLAGS[k].store(flags as u32, Ordering::Relaxed);
         // SAFETY: `ml_meth` of a table entry: an aligned pointer-sized field
         // of the extension's data; the write lifts RELRO protection when
@@ -141,17 +141,17 @@ macro_rules! registrations {
             #[allow(non_snake_case)]
             mod $name {
                 use super::*;
-                pub static REAL: AtomicUsize = AtomicUsize::new(0);
+                pub static INTERPRETER_FN: AtomicUsize = AtomicUsize::new(0);
                 pub extern "C" fn entry($($arg: $ty),*) -> $ret {
                     // SAFETY: the argument is what the extension passes to the
                     // interpreter's function of this name, which reads it the
                     // same way (a definition, a table, a type or a spec).
                     unsafe { $wrap($warg as usize) };
                     let real: extern "C" fn($($ty),*) -> $ret =
-                        // SAFETY: REAL holds the interpreter's function of
+                        // SAFETY: INTERPRETER_FN holds the interpreter's function of
                         // this name (set before any slot was patched), of
                         // this C signature.
-                        unsafe { std::mem::transmute(REAL.load(Ordering::Relaxed)) };
+                        unsafe { std::mem::transmute(INTERPRETER_FN.load(Ordering::Relaxed)) };
                     real($($arg),*)
                 }
             }
@@ -159,7 +159,7 @@ macro_rules! registrations {
         /// (name, the interpreter's function, the entry) of every
         /// registration function.
         fn registrations() -> [(&'static str, &'static AtomicUsize, usize); REGISTRATION_COUNT] {
-            [ $( (stringify!($name), &$name::REAL, $name::entry as *const () as usize) ),* ]
+            [ $( (stringify!($name), &$name::INTERPRETER_FN, $name::entry as *const () as usize) ),* ]
         }
     };
 }
@@ -197,7 +197,7 @@ pub fn resolve() {
     for (name, real, _) in registrations() {
         real.store(crate::python::api::address_of(name), Ordering::Relaxed);
     }
-    stubs::GATE.store(u8::from(crate::count::sample() > 1), Ordering::Relaxed);
+    stubs::SAMPLING_ON.store(u8::from(crate::count::sample() > 1), Ordering::Relaxed);
 }
 
 /// Where a GOT slot naming `name` should point, if it is a registration
@@ -209,7 +209,7 @@ pub fn entry_for(name: &[u8]) -> Option<usize> {
 
 /// The function behind method stub `k` (for naming it).
 pub fn function_of(k: u32) -> usize {
-    stubs::REAL.get(k as usize).map_or(0, |r| r.load(Ordering::Relaxed))
+    stubs::METHOD_FN.get(k as usize).map_or(0, |r| r.load(Ordering::Relaxed))
 }
 
 /// The call site to count a C-API call returning to `ra` at. A method that
@@ -266,12 +266,10 @@ struct Frame {
 struct Calls {
     depth: usize,
     /// Under sampling: calls left until the next followed one (0 or 1:
-    /// follow). Read by the stubs (`stubs::COUNTDOWN_OFFSET`).
+    /// follow). Read by the stubs' gate.
     countdown: u64,
     frames: [Frame; DEPTH],
 }
-
-const _: () = assert!(std::mem::offset_of!(Calls, countdown) == stubs::COUNTDOWN_OFFSET);
 
 crate::sys::static_thread_block!(fn calls_block() -> Calls, "refwatch_method_calls");
 
@@ -304,7 +302,7 @@ pub fn watch_in_current_call(arm: impl FnOnce(u32) -> super::watch::Armed) {
 ///
 /// # Safety
 /// `registers` are the arguments of a call of such a method.
-unsafe fn arguments(flags: u32, registers: &[usize; 6], out: &mut [usize; ARGUMENTS]) -> usize {
+unsafe fn arguments(flags: u32, registers: &stubs::Registers, out: &mut [usize; ARGUMENTS]) -> usize {
     let mut n = 0;
     let mut push = |object: usize| {
         if object != 0 && n < ARGUMENTS {
@@ -338,12 +336,12 @@ unsafe fn arguments(flags: u32, registers: &[usize; 6], out: &mut [usize; ARGUME
 }
 
 /// Called by stub `k` before the method: notes its arguments' refcounts.
-extern "C" fn on_enter(k: usize, registers: *const [usize; 6]) {
+extern "C" fn on_enter(k: usize, registers: *const stubs::Registers) {
     let calls = calls();
     // Under sampling, the gate let the call through when its countdown ran
     // out (0, or wrapped from 0), or else for a suspect, or for a method
     // that parses its arguments (`stubs::PARSES`).
-    let sampling = stubs::GATE.load(Ordering::Relaxed) != 0;
+    let sampling = stubs::SAMPLING_ON.load(Ordering::Relaxed) != 0;
     let sampled = !sampling || calls.countdown.wrapping_add(1) <= 1;
     if sampling && sampled {
         calls.countdown = crate::count::next_gap();
@@ -400,7 +398,7 @@ unsafe fn arm_arguments(k: u32, frame: &Frame) -> super::watch::Armed {
 /// Called by stub `k` after the method returned `result`: an argument
 /// with more references than before, beyond the one in `result`, was given
 /// them by the call.
-extern "C" fn on_exit(k: usize, _registers: *const [usize; 6], result: usize) {
+extern "C" fn on_exit(k: usize, _registers: *const stubs::Registers, result: usize) {
     // SAFETY: the GIL is held (the method was called with it); the frame is
     // this call's, still current.
     unsafe { parsed::hand_over() };

@@ -10,7 +10,7 @@ use crate::python::layout;
 
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C)]
-pub struct Entry {
+pub struct Growth {
     /// References the calls left, in all.
     pub net: u64,
     /// The method stub (`methods`) of the latest call that left one.
@@ -24,7 +24,7 @@ pub struct Entry {
 /// 2^18 slots of 32 bytes (8 MiB of address space, backed as used).
 const CAPACITY: usize = 1 << 18;
 
-pub static GROWTH: AddressMap<Entry> = AddressMap::new();
+pub static GROWTH: AddressMap<Growth> = AddressMap::new();
 
 pub fn init() -> bool {
     GROWTH.init(CAPACITY)
@@ -46,7 +46,7 @@ pub unsafe fn note(object: usize, method: u32, grew: u64) {
         }
         let pre_header = layout::pre_header(type_object) as u32;
         GROWTH.update(object - pre_header as usize, |e| {
-            *e = Entry { net: e.net + grew, method, pre_header, type_object };
+            *e = Growth { net: e.net + grew, method, pre_header, type_object };
         });
     }
 }

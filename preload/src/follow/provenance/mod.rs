@@ -43,16 +43,16 @@ pub fn enable(gil: bool) {
     }
     let sampling = crate::count::sample() > 1;
     for (k, api) in apis::APIS.iter().enumerate() {
-        trampolines::REAL[k].store(crate::python::api::address_of(api.name), Ordering::Relaxed);
+        trampolines::API_FN[k].store(crate::python::api::address_of(api.name), Ordering::Relaxed);
         // Sampling thins the following of fresh objects; borrowed and stolen
         // references are always followed (one over-release is one too many).
-        let gate = match api.effect {
-            _ if !sampling => trampolines::NEVER,
-            Effect::New => trampolines::ALWAYS,
-            Effect::Builds => trampolines::WITHOUT_STEALS,
-            _ => trampolines::NEVER,
+        let sampling_mode = match api.effect {
+            _ if !sampling => trampolines::FOLLOW_EVERY_CALL,
+            Effect::New => trampolines::SAMPLE_CALLS,
+            Effect::Builds => trampolines::SAMPLE_CALLS_WITHOUT_STEALS,
+            _ => trampolines::FOLLOW_EVERY_CALL,
         };
-        trampolines::GATE[k].store(gate, Ordering::Relaxed);
+        trampolines::ENTRY_SAMPLING[k].store(sampling_mode, Ordering::Relaxed);
         let handler: Handler = match api.effect {
             Effect::New if sampling => on_new_sampled,
             Effect::New => on_new,
@@ -76,7 +76,8 @@ pub fn entry_for(name: &[u8]) -> Option<usize> {
         return None;
     }
     let k = apis::index_of(name)?;
-    (trampolines::REAL[k].load(Ordering::Relaxed) != 0).then(|| trampolines::entry(k, apis::APIS[k].variadic))
+    (trampolines::API_FN[k].load(Ordering::Relaxed) != 0)
+        .then(|| trampolines::entry(k, apis::APIS[k].variadic))
 }
 
 /// A followed call: which function, where from, its first three arguments.
@@ -161,7 +162,7 @@ fn record(call: &Call, result: usize) {
     match apis::APIS[call.api].effect {
         Effect::New => {
             // Only variadic functions come here (the others have `on_new`).
-            if trampolines::GATE[call.api].load(Ordering::Relaxed) == trampolines::ALWAYS {
+            if trampolines::ENTRY_SAMPLING[call.api].load(Ordering::Relaxed) == trampolines::SAMPLE_CALLS {
                 draw_next_gap();
             }
             record_fresh(call.site, call.api, result)
@@ -192,7 +193,8 @@ fn record_build(call: &Call, result: usize) {
     // Under sampling, a format known to steal nothing passed the entry's
     // gate (one call in N); another's steals are always followed, and its
     // fresh result one time in N.
-    let gated = trampolines::GATE[call.api].load(Ordering::Relaxed) == trampolines::WITHOUT_STEALS
+    let gated = trampolines::ENTRY_SAMPLING[call.api].load(Ordering::Relaxed)
+        == trampolines::SAMPLE_CALLS_WITHOUT_STEALS
         && build_format::known_without_steals(format);
     // SAFETY: the format is the one the call just read; the result is live;
     // the GIL is held (as for every followed call).

@@ -23,10 +23,10 @@ use crate::python::{layout, runtime};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Stubs: how many types can have their deaths seen this way.
-const STUBS: usize = 256;
+const DEATH_STUBS: usize = 256;
 
-/// The real `tp_dealloc` behind stub `k`.
-static ORIGINAL: [AtomicUsize; STUBS] = [const { AtomicUsize::new(0) }; STUBS];
+/// The type's own `tp_dealloc` behind stub `k`.
+static OWN_DEALLOC: [AtomicUsize; DEATH_STUBS] = [const { AtomicUsize::new(0) }; DEATH_STUBS];
 /// Stubs handed out.
 static USED: AtomicUsize = AtomicUsize::new(0);
 /// `subtype_dealloc`; 0 until found.
@@ -37,24 +37,35 @@ static HOOKING: AtomicBool = AtomicBool::new(false);
 /// else zeros.
 static FREED_WHOLE: [AtomicUsize; 3] = [const { AtomicUsize::new(0) }; 3];
 
+/// Bytes from one stub to the next: stub `k` is at `stubs() + k *
+/// DEATH_STUB_BYTES`, which the assembly checks.
+const DEATH_STUB_BYTES: usize = 16;
+
 core::arch::global_asm!(
+    // Stub `index`: dying(object, index), the object being the first
+    // argument already. `.org` fails to assemble if the stub before did not
+    // fit in its DEATH_STUB_BYTES.
+    ".macro refwatch_death_stub index",
+    ".balign {stub_bytes}",
+    ".org refwatch_death_stubs + \\index * {stub_bytes}",
+    ".hidden refwatch_death_\\index",
+    ".type refwatch_death_\\index,@function",
+    "refwatch_death_\\index:",
+    ".cfi_startproc",
+    "mov esi, \\index",
+    "jmp {dying}",
+    ".cfi_endproc",
+    ".size refwatch_death_\\index, . - refwatch_death_\\index",
+    ".endm",
     ".pushsection .text.refwatch_death_stubs,\"ax\",@progbits",
-    ".p2align 4",
+    ".balign {stub_bytes}",
     ".globl refwatch_death_stubs",
     ".hidden refwatch_death_stubs",
     "refwatch_death_stubs:",
-    ".set refwatch_death_k, 0",
-    ".rept {stubs}",
-    ".p2align 4",
-    ".cfi_startproc",
-    // dying(object, k): the object is the first argument already.
-    "mov esi, refwatch_death_k",
-    "jmp {dying}",
-    ".cfi_endproc",
-    ".set refwatch_death_k, refwatch_death_k + 1",
-    ".endr",
+    crate::sys::asm_for_each_index!("refwatch_death_stub", "{stubs}"),
     ".popsection",
-    stubs = const STUBS,
+    stubs = const DEATH_STUBS,
+    stub_bytes = const DEATH_STUB_BYTES,
     dying = sym dying,
 );
 
@@ -70,13 +81,13 @@ fn stubs() -> usize {
 /// Whether `dealloc` is one of the stubs.
 #[inline(always)]
 fn is_stub(dealloc: usize) -> bool {
-    dealloc.wrapping_sub(stubs()) < 16 * STUBS
+    dealloc.wrapping_sub(stubs()) < DEATH_STUB_BYTES * DEATH_STUBS
 }
 
 /// The type's own deallocator, when `dealloc` is one of the stubs.
 fn real_dealloc(dealloc: usize) -> usize {
     if is_stub(dealloc) {
-        ORIGINAL[(dealloc - stubs()) / 16].load(Ordering::Acquire)
+        OWN_DEALLOC[(dealloc - stubs()) / DEATH_STUB_BYTES].load(Ordering::Acquire)
     } else {
         dealloc
     }
@@ -85,16 +96,16 @@ fn real_dealloc(dealloc: usize) -> usize {
 /// Stub `k` is called with the object to deallocate: provenance forgets
 /// it, and the type's own deallocator runs (in the trashcan's order).
 extern "C" fn dying(object: usize, k: usize) {
-    let stub = stubs() + 16 * k;
+    let stub = stubs() + DEATH_STUB_BYTES * k;
     // SAFETY: deallocation runs with the GIL held and the object is intact
-    // until its real `tp_dealloc` runs, after this; stub `k` (k < STUBS)
-    // is installed only once its deallocator is in ORIGINAL[k]. An object whose own
+    // until its real `tp_dealloc` runs, after this; stub `k` (k < DEATH_STUBS)
+    // is installed only once its deallocator is in OWN_DEALLOC[k]. An object whose own
     // type's `tp_dealloc` is this stub dies as an instance of the hooked
     // type itself (not from a subclass's `subtype_dealloc`): the case in
     // which the interpreter's trashcan would let it wait.
     unsafe {
         crate::follow::provenance::forget(object);
-        super::trashcan::run(object, ORIGINAL.get_unchecked(k).load(Ordering::Acquire), || {
+        super::trashcan::run(object, OWN_DEALLOC.get_unchecked(k).load(Ordering::Acquire), || {
             let type_object = layout::type_of(object);
             layout::dealloc_of(type_object) == stub && layout::has_gc(type_object)
         });
@@ -196,12 +207,12 @@ unsafe fn hook(type_object: usize, class: usize) -> bool {
             return true;
         }
         let k = USED.load(Ordering::Relaxed);
-        if k == STUBS {
+        if k == DEATH_STUBS {
             return false;
         }
         USED.store(k + 1, Ordering::Relaxed);
-        ORIGINAL[k].store(dealloc, Ordering::Release);
-        layout::set_dealloc(type_object, stubs() + 16 * k);
+        OWN_DEALLOC[k].store(dealloc, Ordering::Release);
+        layout::set_dealloc(type_object, stubs() + DEATH_STUB_BYTES * k);
         true
     }
 }
