@@ -36,6 +36,16 @@ unsafe fn type_word(type_object: usize, n: usize) -> *mut usize {
 
 /// `tp_basicsize`, `tp_dealloc`, `tp_flags`, `tp_traverse`, `tp_methods`,
 /// `tp_base`, `tp_dict`.
+/// The address of word `n` of a type object (after its object header):
+/// where a slot's function pointer is.
+///
+/// # Safety
+/// `type_object` is a type object.
+pub unsafe fn type_field(type_object: usize, n: usize) -> usize {
+    // SAFETY: forwarded.
+    unsafe { type_word(type_object, n) as usize }
+}
+
 const TP_BASICSIZE: usize = 1;
 const TP_DEALLOC: usize = 3;
 const TP_FLAGS: usize = 18;

@@ -16,6 +16,7 @@
 //! (`parsed`).
 
 mod parsed;
+mod slots;
 mod stubs;
 
 pub use parsed::{lent_block_freed, lent_in_this_call, note_parse, take_lent};
@@ -30,6 +31,7 @@ static FLAGS: [AtomicU32; stubs::METHOD_STUBS] = [const { AtomicU32::new(0) }; s
 static USED: AtomicUsize = AtomicUsize::new(0);
 
 const METH_VARARGS: u32 = 0x1;
+const METH_NOARGS: u32 = 0x4;
 const METH_O: u32 = 0x8;
 const METH_FASTCALL: u32 = 0x80;
 const METH_METHOD: u32 = 0x200;
@@ -64,25 +66,35 @@ unsafe fn wrap_table(defs: usize) {
         if meth == 0 || stubs::index_of(meth).is_some() {
             continue; // nothing to call, or wrapped already
         }
-        let k = USED.fetch_add(1, Ordering::Relaxed);
-        if k >= stubs::METHOD_STUBS {
-            static TOLD: std::sync::Once = std::sync::Once::new();
-            TOLD.call_once(|| {
-                crate::sys::warn(format_args!(
-                    "more than {} extension methods: the rest are not followed call by call",
-                    stubs::METHOD_STUBS
-                ))
-            });
+        // SAFETY: `ml_meth` of a table entry: an aligned pointer-sized field
+        // of the extension's data.
+        let slot = unsafe { std::ptr::addr_of!((*entry).meth) } as usize;
+        if !wrap_function(slot, meth, flags as u32) {
             return;
         }
-        stubs::METHOD_FN[k].store(meth, Ordering::Relaxed);
-        FLAGS[k].store(flags as u32, Ordering::Relaxed);
-        // SAFETY: `ml_meth` of a table entry: an aligned pointer-sized field
-        // of the extension's data; the write lifts RELRO protection when
-        // the (const) table lies there.
-        let slot = unsafe { std::ptr::addr_of!((*entry).meth) } as usize;
-        crate::interpose::write_word(slot, stubs::stub(k));
     }
+}
+
+/// Points the function pointer at `slot` (which holds `function`) at a new
+/// stub that calls `function` with the calling convention `flags`. False
+/// when no stub is left.
+fn wrap_function(slot: usize, function: usize, flags: u32) -> bool {
+    let k = USED.fetch_add(1, Ordering::Relaxed);
+    if k >= stubs::METHOD_STUBS {
+        static TOLD: std::sync::Once = std::sync::Once::new();
+        TOLD.call_once(|| {
+            crate::sys::warn(format_args!(
+                "more than {} extension methods and slots: the rest are not followed call by call",
+                stubs::METHOD_STUBS
+            ))
+        });
+        return false;
+    }
+    stubs::METHOD_FN[k].store(function, Ordering::Relaxed);
+    FLAGS[k].store(flags, Ordering::Relaxed);
+    // The write lifts RELRO protection when the (const) table lies there.
+    crate::interpose::write_word(slot, stubs::stub(k));
+    true
 }
 
 /// The module definitions the watched extensions registered.
@@ -127,7 +139,7 @@ unsafe fn wrap_spec(spec: usize) {
             match (*slot).0 {
                 0 => return,
                 PY_TP_METHODS => wrap_table((*slot).1),
-                _ => {}
+                id => slots::wrap_spec_slot(id, std::ptr::addr_of!((*slot).1) as usize),
             }
         }
     }
@@ -174,7 +186,10 @@ const REGISTRATION_COUNT: usize = 9;
 unsafe fn wrap_type(type_object: usize) {
     if type_object != 0 {
         // SAFETY: caller's contract.
-        unsafe { wrap_table(layout::type_methods(type_object)) };
+        unsafe {
+            wrap_table(layout::type_methods(type_object));
+            slots::wrap_type(type_object);
+        }
     }
 }
 
@@ -310,10 +325,17 @@ unsafe fn arguments(flags: u32, registers: &stubs::Registers, out: &mut [usize; 
             n += 1;
         }
     };
-    push(registers[0]);
+    if flags & slots::NO_SELF == 0 {
+        push(registers[0]);
+    }
     // SAFETY: the layout of each calling convention (caller's contract).
     unsafe {
-        if flags & METH_O != 0 {
+        if flags & slots::TWO_OBJECTS != 0 {
+            push(registers[1]);
+            push(registers[2]);
+        } else if flags & slots::INDEX_AND_OBJECT != 0 {
+            push(registers[2]);
+        } else if flags & METH_O != 0 {
             push(registers[1]);
         } else if flags & METH_FASTCALL != 0 {
             let (args, nargs) = if flags & METH_METHOD != 0 {
@@ -409,6 +431,9 @@ extern "C" fn on_exit(k: usize, _registers: *const stubs::Registers, result: usi
         return;
     }
     let frame = &calls.frames[depth];
+    // A slot that returns an int returns no object (and leaves the upper
+    // half of `rax` undefined).
+    let result = if FLAGS[k].load(Ordering::Relaxed) & slots::RETURNS_INT != 0 { 0 } else { result };
     // Usually no argument has more references than before, none is the
     // result and no watch is armed: a load and two compares per argument.
     let count = frame.count.min(ARGUMENTS);
