@@ -28,6 +28,7 @@ fn driver(call: &str, after: &str) -> String {
          class Owner:\n    name = obj\n\
          def callback():\n    return obj\n\
          items = [obj]\n\
+         data = b'made in Python %d' % len(__name__)\n\
          for i in range(40):\n    {call}\n\
          {after}\n\
          print('ok')\n"
@@ -180,6 +181,36 @@ fn an_extra_reference_taken_in_a_type_slot_is_named_at_the_increment() {
             one_leak_at(py, &findings, marker, 40)?;
             let twin = format!("k = references.Holder(None); {call}");
             let r = run(py, &[&built], &driver(&twin, "del k"), Agent::Json(&[]));
+            ensure!(r.stdout == "ok\n", "{twin}: {}", r.describe());
+            let (findings, _) = r.summary_findings()?;
+            ensure!(findings.is_empty(), "{twin}: false findings: {findings:#?}");
+        }
+        Ok(())
+    });
+}
+
+/// (buggy call, marker, correct twin): a `Py_buffer` filled for the
+/// extension and never released.
+const BUFFERS: &[(&str, &str, &str)] = &[
+    ("references.buffer_parsed(data)", "ref-parse-buffer", "references.buffer_parsed_ok(data)"),
+    ("references.buffer_taken(data)", "ref-get-buffer", "references.buffer_taken_ok(data)"),
+];
+
+/// A `Py_buffer` from `PyArg_ParseTuple("y*")` or `PyObject_GetBuffer`
+/// never released keeps a reference to its exporter: named at the line
+/// that took the buffer, saying `PyBuffer_Release` is missing.
+#[test]
+fn a_buffer_never_released_is_named_where_it_was_taken() {
+    on_every_python("buffers", |py| {
+        let built = fixture_for(py);
+        for (call, marker, twin) in BUFFERS {
+            let r = run(py, &[&built], &driver(call, ""), Agent::Json(&[]));
+            ensure!(r.stdout == "ok\n", "{call}: {}", r.describe());
+            let (findings, _) = r.summary_findings()?;
+            one_leak_at(py, &findings, marker, 40)?;
+            let f = &findings[0];
+            ensure!(f.evidence.contains("PyBuffer_Release is missing"), "{call}: evidence: {f:#?}");
+            let r = run(py, &[&built], &driver(twin, ""), Agent::Json(&[]));
             ensure!(r.stdout == "ok\n", "{twin}: {}", r.describe());
             let (findings, _) = r.summary_findings()?;
             ensure!(findings.is_empty(), "{twin}: false findings: {findings:#?}");

@@ -467,6 +467,13 @@ fn evidence(blame: &Blame, tally: &Tally, type_name: &str, created: Option<u64>,
     }
     if blame.how == How::Received {
         let api = most_common(&tally.apis).unwrap_or("?");
+        if apis::fills_buffers(api) {
+            return format!(
+                "{n} {type_name} objects keep {refs} reference(s) held by the Py_buffer {api} filled here, never \
+                 given back: PyBuffer_Release is missing, so the exporter stays alive (and locked against \
+                 resizing)"
+            );
+        }
         return format!(
             "{n} {type_name} objects keep {refs} reference(s) returned here by {api} that were never released: the \
              objects had other references already (made elsewhere, cached or long-lived), and nothing holds these"

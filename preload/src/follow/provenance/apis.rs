@@ -37,6 +37,9 @@ pub enum Effect {
     /// `PyArg_Parse*`: on success, lends the items of the argument tuple
     /// (first argument) to the extension.
     ParsesArguments,
+    /// `PyObject_GetBuffer`: on success, the `Py_buffer` (second argument)
+    /// holds a new reference to the exporter until `PyBuffer_Release`.
+    FillsBuffer,
 }
 
 pub struct Api {
@@ -235,6 +238,8 @@ pub static APIS: &[Api] = &[
     parses("PyArg_VaParseTupleAndKeywords", false),
     parses("_PyArg_VaParseTupleAndKeywords_SizeT", false),
     parses("PyArg_UnpackTuple", true),
+    // A Py_buffer's reference to its exporter, held until PyBuffer_Release.
+    Api { name: "PyObject_GetBuffer", effect: Effect::FillsBuffer, variadic: false },
     // Stolen references.
     steals("PyTuple_SetItem", Slot::TupleIndex),
     steals("PyList_SetItem", Slot::ListIndex),
@@ -244,6 +249,13 @@ pub static APIS: &[Api] = &[
     // 3.13+: always steals; on success the value is in the module.
     steals("PyModule_Add", Slot::ModuleAttr),
 ];
+
+/// Whether the followed function named `name` can hand the extension a
+/// `Py_buffer` (`PyObject_GetBuffer`, or a parse whose format takes one):
+/// a reference it returned is then a buffer's.
+pub fn fills_buffers(name: &str) -> bool {
+    APIS.iter().any(|a| a.name == name && matches!(a.effect, Effect::FillsBuffer | Effect::ParsesArguments))
+}
 
 /// The name of followed function `index`.
 pub fn name(index: usize) -> &'static str {

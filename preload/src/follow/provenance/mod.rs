@@ -178,6 +178,7 @@ fn record(call: &Call, result: usize) {
         }
         Effect::Builds if result != 0 => record_build(call, result),
         Effect::ParsesArguments if status != 0 => record_parse(call),
+        Effect::FillsBuffer if status == 0 => record_buffer(call.args[1], call),
         _ => {}
     }
 }
@@ -229,6 +230,12 @@ fn record_parse(call: &Call) {
     if arguments < LOWEST_OBJECT {
         return;
     }
+    let (name, format) = (apis::name(call.api), call.args[1]);
+    let tuple_format = name == "PyArg_ParseTuple" || name == "_PyArg_ParseTuple_SizeT";
+    // SAFETY: the format the call just parsed with, a C string.
+    if tuple_format && format >= LOWEST_OBJECT && unsafe { first_unit_fills_buffer(format) } {
+        record_buffer(call.args[2], call);
+    }
     // SAFETY: the call just parsed this tuple successfully, so it is a live
     // tuple; the GIL is held.
     let noted = unsafe { super::methods::note_parse(arguments, call.site, call.api) };
@@ -240,6 +247,43 @@ fn record_parse(call: &Call) {
         let item = unsafe { layout::tuple_item(arguments, index) };
         let holder = Holder { container: arguments, index, slot: apis::Slot::TupleIndex };
         associate(item, holder, call, false);
+    }
+}
+
+/// `Py_buffer::obj`, the exporter's reference a filled buffer holds (after
+/// `buf`).
+const BUFFER_OBJ: usize = 8;
+
+/// A `Py_buffer` at `view` was filled for the extension: it holds a new
+/// reference to its exporter, which `PyBuffer_Release` gives back.
+#[cold]
+fn record_buffer(view: usize, call: &Call) {
+    if view < LOWEST_OBJECT {
+        return;
+    }
+    // SAFETY: the call just filled the extension's Py_buffer at `view`; its
+    // `obj` is NULL or the exporter, a live object (the buffer holds it).
+    unsafe {
+        let exporter = *((view + BUFFER_OBJ) as *const usize);
+        if exporter >= LOWEST_OBJECT && layout::refcount(exporter) < layout::IMMORTAL {
+            received::note(exporter, call.site, call.api);
+        }
+    }
+}
+
+/// Whether a `PyArg_ParseTuple` format's first unit fills a `Py_buffer`
+/// (`y*`, `s*`, `z*`, `w*`): its first variadic argument is then that
+/// buffer. Later units' arguments are not among the registers a
+/// trampoline keeps.
+///
+/// # Safety
+/// `format` is a C string.
+unsafe fn first_unit_fills_buffer(format: usize) -> bool {
+    // SAFETY: caller's contract: at least the terminating NUL is readable,
+    // and a second byte is read only after a non-NUL first one.
+    unsafe {
+        let first = *(format as *const u8);
+        matches!(first, b'y' | b's' | b'z' | b'w') && *((format + 1) as *const u8) == b'*'
     }
 }
 
