@@ -86,7 +86,10 @@ pub fn run(py: &Python, modules: &[&Built], code: &str, agent: Agent<'_>) -> Run
     run_args(py, modules, &["-c", code], agent)
 }
 
-pub fn run_args(py: &Python, modules: &[&Built], args: &[&str], agent: Agent<'_>) -> Run {
+/// `py ARGS` with the fixtures' directories on `sys.path`, no agent and no
+/// `REFWATCH_*` variable of the test's own environment: for a test that sets
+/// the rest itself (`finish` runs it).
+pub fn command(py: &Python, modules: &[&Built], args: &[&str]) -> Command {
     let mut command = Command::new(&py.path);
     command.args(args);
     let path: Vec<String> = modules.iter().map(|b| b.dir.display().to_string()).collect();
@@ -95,6 +98,22 @@ pub fn run_args(py: &Python, modules: &[&Built], args: &[&str], agent: Agent<'_>
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("REFWATCH_") && k != "REFWATCH_CACHE") {
         command.env_remove(k);
     }
+    command
+}
+
+/// Runs a `command` to its end.
+pub fn finish(mut command: Command) -> Run {
+    let out = command.output().unwrap_or_else(|e| panic!("run {:?}: {e}", command.get_program()));
+    Run {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        status: out.status,
+        events: Vec::new(),
+    }
+}
+
+pub fn run_args(py: &Python, modules: &[&Built], args: &[&str], agent: Agent<'_>) -> Run {
+    let mut command = command(py, modules, args);
     let output_file = scratch("events.jsonl");
     match agent {
         Agent::Off => {}
