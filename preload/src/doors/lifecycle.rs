@@ -60,6 +60,7 @@ static CALLBACKS: runtime::Callbacks = runtime::Callbacks {
 /// does gets one line per invalid value and runs unwatched.
 pub fn should_watch(basename: &str, stdlib: bool) -> bool {
     let (settings, errors) = PARSED.get_or_init(|| Settings::from_lookup(sys::env));
+    super::modules::classified(&settings.modules, basename);
     if !settings.modules.watches(basename, stdlib) {
         return false;
     }
@@ -153,6 +154,15 @@ pub fn on_python_exit() {
     runtime::close();
     thread::stop();
     write_summary(analyze(true));
+    tell_unmatched_modules();
+}
+
+/// Names the `REFWATCH_MODULES` globs that matched nothing (once, at exit,
+/// started or not).
+fn tell_unmatched_modules() {
+    if let Some((settings, _)) = PARSED.get() {
+        super::modules::tell_unmatched(&settings.modules);
+    }
 }
 
 /// `_exit`/`_Exit`, or the library's destructor at `exit`: write the summary
@@ -165,6 +175,7 @@ pub fn on_process_exit() {
 /// `with_python`: the interpreter may still be asked for totals (`os._exit`
 /// is called with the GIL held; `totals_now` checks that it is).
 fn finish(with_python: bool) {
+    tell_unmatched_modules();
     if !ACTIVE.load(Ordering::Acquire) || SUMMARY_WRITTEN.load(Ordering::Acquire) {
         return;
     }
