@@ -91,7 +91,8 @@ pub enum OnOverrelease {
 /// The agent's effective settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
-    /// Period of the reports; zero means only at exit.
+    /// Period of the reports; zero (the default) means only at exit, and no
+    /// thread of refwatch's own.
     pub interval: Duration,
     /// Record one event in `sample` per thread (1 = every event).
     pub sample: u32,
@@ -110,7 +111,9 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            interval: Duration::from_secs(5),
+            // Off: periodic reports need a thread of refwatch's own, which
+            // the program would see (docs/design.md §3.9).
+            interval: Duration::ZERO,
             sample: 1,
             output: Output::Stderr,
             format: Format::Text,
@@ -162,7 +165,7 @@ pub const SETTINGS: &[Setting] = &[
         flag: "interval",
         value_name: "SECONDS",
         accepted: "a number of seconds >= 0, e.g. 5 or 0.5 (0: report only at exit)",
-        help: "Seconds between periodic reports (default 5; 0: only at exit)",
+        help: "Seconds between periodic reports, by a thread of refwatch's own (default 0: only at exit)",
         apply: |s, v| put(&mut s.interval, seconds(v.to_str()?)),
         show: |s| fmt_seconds(s.interval),
     },
@@ -383,7 +386,7 @@ mod tests {
     fn defaults() {
         let s = parse(&[]).unwrap();
         assert_eq!(s, Settings::default());
-        assert_eq!(s.interval, Duration::from_secs(5));
+        assert_eq!(s.interval, Duration::ZERO);
     }
 
     #[test]

@@ -108,6 +108,9 @@ fn start(settings: &'static Settings) {
 fn hand_down(settings: &'static Settings) {
     report::configure(report::Config { output: &settings.output, format: settings.format, start_event });
     thread::configure(settings.interval, settings.census);
+    // Without the reporter, the extension's calls queue the periodic check.
+    let every = if settings.interval.is_zero() { settings.census } else { std::time::Duration::ZERO };
+    crate::python::checks::configure(every);
     findings::overrelease::configure(settings.on_overrelease);
     symbolize::name_tail_calls_with(methods::tail_call_function);
     crate::follow::hand_verdicts_to(&VERDICTS);
@@ -306,11 +309,15 @@ pub fn start_reporter() {
     thread::start();
 }
 
-/// The main thread's safe point the reporter asked for: fresh totals, and
-/// at the census interval (`deep`) a census and the periodic leak check.
+/// The main thread's safe point the reporter (or, without it, the
+/// extension's calls: `python::checks`) asked for: fresh totals for the
+/// reports, and at the census interval (`deep`) a census and the periodic
+/// leak check.
 fn safe_point(deep: bool) {
     crate::follow::provenance::deaths::keep_seeing_deaths();
-    runtime::totals_now(deep && census_applies());
+    if thread::reports() {
+        runtime::totals_now(deep && census_applies());
+    }
     if deep {
         periodic_check();
     }
@@ -352,6 +359,7 @@ extern "C" fn fork_child() {
     PREVIOUS_CHECK.lock().unwrap_or_else(|e| e.into_inner()).clear();
     runtime::forget_totals();
     SEQ.store(0, Ordering::Relaxed);
+    crate::python::checks::restart();
     SUMMARY_WRITTEN.store(false, Ordering::Release);
     *STARTED_AT.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
 }
