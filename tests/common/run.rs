@@ -112,6 +112,54 @@ pub fn finish(mut command: Command) -> Run {
     }
 }
 
+/// `run_args` that gives up after `limit`: the process is killed and the
+/// error says what it printed so far.
+pub fn run_within(
+    py: &Python,
+    modules: &[&Built],
+    code: &str,
+    agent: Agent<'_>,
+    limit: std::time::Duration,
+) -> Result<Run, String> {
+    let started = std::time::Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut c = command(py, modules, &["-c", code]);
+    let output_file = scratch("events.jsonl");
+    if let Agent::Json(vars) = agent {
+        c.env("LD_PRELOAD", agent::library())
+            .env("REFWATCH_FORMAT", "json")
+            .env("REFWATCH_OUTPUT", &output_file);
+        c.envs(vars.iter().copied());
+    } else if let Agent::Raw(vars) = agent {
+        c.env("LD_PRELOAD", agent::library()).envs(vars.iter().copied());
+    }
+    let child = c
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn: {e}"))?;
+    let pid = child.id();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(limit) {
+        Ok(out) => out.map_err(|e| format!("wait: {e}"))?,
+        Err(_) => {
+            // SAFETY: kill(2) of the child this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            return Err(format!("still running after {:?}: killed", started.elapsed()));
+        }
+    };
+    let events = read_events(&output_file);
+    let _ = std::fs::remove_file(&output_file);
+    Ok(Run {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        status: out.status,
+        events,
+    })
+}
+
 pub fn run_args(py: &Python, modules: &[&Built], args: &[&str], agent: Agent<'_>) -> Run {
     let mut command = command(py, modules, args);
     let output_file = scratch("events.jsonl");

@@ -209,12 +209,14 @@ fn analyze(with_python: bool) -> Analysis {
 }
 
 /// `work` in a copy of the process; `None` (after one line saying why) when
-/// the copy crashed. Where no copy can be made, `work` runs here.
+/// the copy crashed or was stopped (stuck). Where no copy can be made,
+/// `work` runs here. The copy is not made by `fork`, so none of the fork
+/// handlers below runs for it (`sys::isolate`).
 fn isolated<T: serde::Serialize + serde::de::DeserializeOwned>(
     when: &str,
     work: impl Fn() -> T,
 ) -> Option<T> {
-    // The reporter is stopped around the fork: a lock it held at that moment
+    // The reporter is stopped around the copy: a lock it held at that moment
     // (the symbolizer's, the output's) would never be released in the copy.
     let reporter = thread::stop();
     let answer = crate::sys::isolate::in_copy(&work);
@@ -228,6 +230,13 @@ fn isolated<T: serde::Serialize + serde::de::DeserializeOwned>(
                 "the walk of the heap {when} crashed (signal {signal}) in a copy of the process, which \
                  leaves the program unharmed: the heap holds a pointer to a freed object (an over-release); \
                  leak findings and totals are left out"
+            ));
+            None
+        }
+        Err(crate::sys::isolate::Failure::Stopped(why)) => {
+            sys::warn(format_args!(
+                "the walk of the heap {when} {why} in a copy of the process, which was stopped; \
+                 the check was skipped (leak findings and totals are left out)"
             ));
             None
         }
@@ -324,18 +333,12 @@ fn safe_point(deep: bool) {
 }
 
 extern "C" fn fork_prepare() {
-    if crate::sys::isolate::forking() {
-        return; // refwatch's own copy for a heap walk
-    }
     if ACTIVE.load(Ordering::Acquire) {
         STOPPED_FOR_C_FORK.store(thread::stop(), Ordering::Relaxed);
     }
 }
 
 extern "C" fn fork_parent() {
-    if crate::sys::isolate::forking() {
-        return; // refwatch's own copy for a heap walk
-    }
     if STOPPED_FOR_C_FORK.swap(false, Ordering::Relaxed) {
         thread::start();
     }
@@ -345,9 +348,6 @@ extern "C" fn fork_parent() {
 /// a summary of its own; the reporter is restarted by Python's after-fork
 /// hook (a child that only execs never writes anything).
 extern "C" fn fork_child() {
-    if crate::sys::isolate::forking() {
-        return; // refwatch's own copy for a heap walk
-    }
     if !ACTIVE.load(Ordering::Acquire) {
         return;
     }

@@ -2,7 +2,7 @@
 //! going through anything that could allocate or re-enter the agent, and
 //! the process-level facilities built on them: the crash handler and its
 //! alternate signal stacks (`crash`), the memory the process can read
-//! (`memory`), and work done in a forked copy of the process (`isolate`).
+//! (`memory`), and work done in a copy of the process (`isolate`).
 
 pub mod crash;
 pub mod isolate;
