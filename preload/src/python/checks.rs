@@ -48,7 +48,7 @@ pub fn restart() {
 pub fn tick() {
     let n = CALLS.load(Ordering::Relaxed).wrapping_add(1);
     CALLS.store(n, Ordering::Relaxed);
-    if n % LOOK_EVERY == 0 {
+    if n.is_multiple_of(LOOK_EVERY) {
         look();
     }
 }
