@@ -14,7 +14,7 @@ pub enum Command {
 
 pub struct RunOptions {
     /// `REFWATCH_*` variables to set, from the flags given.
-    pub env: Vec<(&'static str, String)>,
+    pub env: Vec<(&'static str, OsString)>,
     /// Flag values that are not valid: the program then runs unwatched.
     pub invalid: Vec<SettingError>,
     pub fail_on_findings: bool,
@@ -44,6 +44,8 @@ fn command() -> Clap {
             Arg::new(setting.flag)
                 .long(setting.flag)
                 .value_name(setting.value_name)
+                // A path need not be UTF-8: the value goes on as given.
+                .value_parser(clap::value_parser!(OsString))
                 .help(format!("{} [{}]", setting.help, setting.env)),
         );
     }
@@ -76,7 +78,7 @@ fn from_matches(matches: ArgMatches) -> Command {
             let mut invalid = Vec::new();
             let mut scratch = Settings::default();
             for setting in SETTINGS {
-                if let Some(value) = m.get_one::<String>(setting.flag) {
+                if let Some(value) = m.get_one::<OsString>(setting.flag) {
                     match setting.set(&mut scratch, value) {
                         Ok(()) => env.push((setting.env, value.clone())),
                         Err(e) => invalid.push(e),
@@ -117,10 +119,7 @@ mod tests {
     #[test]
     fn flags_become_variables() {
         let o = run_options(&["run", "--interval", "0.5", "--format", "json", "--", "python", "-c", "pass"]);
-        assert_eq!(
-            o.env,
-            vec![("REFWATCH_INTERVAL", "0.5".to_string()), ("REFWATCH_FORMAT", "json".to_string())]
-        );
+        assert_eq!(o.env, vec![("REFWATCH_INTERVAL", "0.5".into()), ("REFWATCH_FORMAT", "json".into())]);
         assert!(o.invalid.is_empty());
         assert_eq!(o.command, ["python", "-c", "pass"].map(OsString::from));
     }

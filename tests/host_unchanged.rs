@@ -390,3 +390,46 @@ fn frequent_reports_never_upset_the_pending_calls_made_at_shutdown() {
         Ok(())
     });
 }
+
+/// refwatch starts no thread of its own unless periodic reports are asked
+/// for: with the default settings the program's `/proc/self/task` holds the
+/// same threads, by name, as without refwatch (programs count their
+/// threads); with `REFWATCH_INTERVAL=1` the reporter thread runs and reports.
+#[test]
+fn the_program_sees_no_thread_of_refwatchs_unless_periodic_reports_are_asked_for() {
+    on_every_python("threads", |py| {
+        let built = fixture::build(py, "counts.c", "counts", &[]);
+        let code = "import counts, os, time\n\
+                    counts.free_fresh(2)\n\
+                    time.sleep(1.3)\n\
+                    names = [open('/proc/self/task/%s/comm' % t).read().strip() for t in os.listdir('/proc/self/task')]\n\
+                    print(sorted(names))\n";
+        let bare = run(py, &[&built], code, Agent::Off);
+        ensure!(bare.status.success(), "bare: {}", bare.describe());
+        let watched = run(py, &[&built], code, Agent::Json(&[]));
+        ensure!(
+            watched.status.success() && watched.stdout == bare.stdout,
+            "default settings: threads {} (bare: {})",
+            watched.stdout.trim(),
+            bare.stdout.trim()
+        );
+        ensure!(watched.summary(None).is_some(), "refwatch did not watch: {}", watched.describe());
+        ensure!(
+            !watched.events.iter().any(|e| matches!(e, Event::Report { .. })),
+            "periodic reports by default: {:?}",
+            watched.events
+        );
+        let reporting = run(py, &[&built], code, Agent::Json(&[("REFWATCH_INTERVAL", "1")]));
+        ensure!(
+            reporting.status.success() && reporting.stdout.contains("'refwatch'"),
+            "REFWATCH_INTERVAL=1: no reporter thread: {}",
+            reporting.describe()
+        );
+        ensure!(
+            reporting.events.iter().any(|e| matches!(e, Event::Report { .. })),
+            "REFWATCH_INTERVAL=1: no periodic report: {:?}",
+            reporting.events
+        );
+        Ok(())
+    });
+}

@@ -4,7 +4,8 @@
 //! method starts makes it, and when a worker thread running before the
 //! call does); with
 //! `REFWATCH_WATCHPOINTS=off` the same leak is named at function level with
-//! its candidate lines, and says why; balanced increments give nothing.
+//! its candidate lines, and says why; balanced increments give nothing; a
+//! program that takes SIGTRAP over after import never sees their traps.
 
 mod common;
 
@@ -147,6 +148,44 @@ fn balanced_increments_under_watch_give_nothing() {
         ensure!(r.stdout == "ok\n", "{}", r.describe());
         let (findings, _) = r.summary_findings()?;
         ensure!(findings.is_empty(), "{findings:#?}");
+        Ok(())
+    });
+}
+
+/// A program that takes SIGTRAP over after its first extension import (a
+/// handler of its own, or the default action back) never gets a trap from
+/// refwatch's watchpoints: the handler is never called and the process does
+/// not die of SIGTRAP, while the suspect's calls would be armed.
+#[test]
+fn a_sigtrap_disposition_set_after_import_never_gets_the_watchpoints_traps() {
+    on_every_python("SIGTRAP taken over", |py| {
+        let built = fixture_for(py);
+        for disposition in ["handler", "signal.SIG_DFL"] {
+            let code = format!(
+                "import extra_ref, signal\n\
+                 calls = 0\n\
+                 def handler(signum, frame):\n    global calls; calls += 1\n\
+                 signal.signal(signal.SIGTRAP, {disposition})\n\
+                 owned = [[] for _ in range(40)]\n\
+                 for o in owned:\n    extra_ref.keep(o)\n\
+                 print('handler calls', calls)\n"
+            );
+            let bare = run(py, &[&built], &code, Agent::Off);
+            ensure!(bare.status.success() && bare.stdout == "handler calls 0\n", "bare: {}", bare.describe());
+            let r = run(py, &[&built], &code, Agent::Json(&[]));
+            ensure!(
+                r.status.code() == Some(0) && r.stdout == bare.stdout && r.stderr == bare.stderr,
+                "{disposition}: the program saw refwatch's traps: {}",
+                r.describe()
+            );
+            // The leak is still found, at function level, saying why.
+            let (findings, _) = r.summary_findings()?;
+            let f = only_leak(&findings)?;
+            ensure!(
+                f.function.as_deref() == Some("keep") && f.evidence.contains("SIGTRAP"),
+                "{disposition}: expected the leak in keep, unpinned because of SIGTRAP: {f:#?}"
+            );
+        }
         Ok(())
     });
 }

@@ -5,40 +5,44 @@
 //! one [`SettingError`] line naming the variable, the value and what is
 //! accepted.
 
+use std::ffi::{OsStr, OsString};
 use std::fmt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::time::Duration;
 
 /// Where reports go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     Stderr,
-    /// A file path; `%p` stands for the process id, `%%` for `%`.
-    Path(String),
+    /// A file path, as the environment gave it (any bytes but NUL: a path
+    /// need not be UTF-8); `%p` stands for the process id, `%%` for `%`.
+    Path(OsString),
 }
 
 impl Output {
     /// The path for process `pid`, or `None` for stderr.
-    pub fn path_for(&self, pid: u32) -> Option<String> {
+    pub fn path_for(&self, pid: u32) -> Option<OsString> {
         let Output::Path(template) = self else {
             return None;
         };
-        let mut out = String::with_capacity(template.len() + 8);
-        let mut chars = template.chars();
-        while let Some(c) = chars.next() {
-            match (c, c == '%') {
-                (_, true) => match chars.next() {
-                    Some('p') => out.push_str(&pid.to_string()),
-                    _ => out.push('%'), // validated: only `%%` is left
-                },
-                (c, false) => out.push(c),
+        let mut out = Vec::with_capacity(template.len() + 8);
+        let mut bytes = template.as_bytes().iter();
+        while let Some(&b) = bytes.next() {
+            if b != b'%' {
+                out.push(b);
+            } else if bytes.next() == Some(&b'p') {
+                out.extend_from_slice(pid.to_string().as_bytes());
+            } else {
+                out.push(b'%'); // validated: only `%%` is left
             }
         }
-        Some(out)
+        Some(OsString::from_vec(out))
     }
 
-    /// True when each process writes its own file.
+    /// True when each process writes its own file (a `%p`, not a `%%p`).
     pub fn per_process(&self) -> bool {
-        matches!(self, Output::Path(t) if t.contains("%p"))
+        let Some(path) = self.path_for(0) else { return false };
+        self.path_for(1).is_some_and(|other| other != path)
     }
 }
 
@@ -87,7 +91,8 @@ pub enum OnOverrelease {
 /// The agent's effective settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
-    /// Period of the reports; zero means only at exit.
+    /// Period of the reports; zero (the default) means only at exit, and no
+    /// thread of refwatch's own.
     pub interval: Duration,
     /// Record one event in `sample` per thread (1 = every event).
     pub sample: u32,
@@ -106,7 +111,9 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            interval: Duration::from_secs(5),
+            // Off: periodic reports need a thread of refwatch's own, which
+            // the program would see (docs/design.md §3.9).
+            interval: Duration::ZERO,
             sample: 1,
             output: Output::Stderr,
             format: Format::Text,
@@ -145,7 +152,9 @@ pub struct Setting {
     pub value_name: &'static str,
     pub accepted: &'static str,
     pub help: &'static str,
-    apply: fn(&mut Settings, &str) -> Option<()>,
+    /// Stores a valid value (trimmed); `None` when it is not valid. Only the
+    /// output path may be other than UTF-8.
+    apply: fn(&mut Settings, &OsStr) -> Option<()>,
     show: fn(&Settings) -> String,
 }
 
@@ -156,8 +165,8 @@ pub const SETTINGS: &[Setting] = &[
         flag: "interval",
         value_name: "SECONDS",
         accepted: "a number of seconds >= 0, e.g. 5 or 0.5 (0: report only at exit)",
-        help: "Seconds between periodic reports (default 5; 0: only at exit)",
-        apply: |s, v| put(&mut s.interval, seconds(v)),
+        help: "Seconds between periodic reports, by a thread of refwatch's own (default 0: only at exit)",
+        apply: |s, v| put(&mut s.interval, seconds(v.to_str()?)),
         show: |s| fmt_seconds(s.interval),
     },
     Setting {
@@ -166,7 +175,7 @@ pub const SETTINGS: &[Setting] = &[
         value_name: "N",
         accepted: "a whole number >= 1 (1: record every event)",
         help: "Record one refcount event in N per thread; counts become estimates (default 1)",
-        apply: |s, v| put(&mut s.sample, v.parse().ok().filter(|&n: &u32| n >= 1)),
+        apply: |s, v| put(&mut s.sample, v.to_str()?.parse().ok().filter(|&n: &u32| n >= 1)),
         show: |s| s.sample.to_string(),
     },
     Setting {
@@ -178,7 +187,7 @@ pub const SETTINGS: &[Setting] = &[
         apply: |s, v| put(&mut s.output, output(v)),
         show: |s| match &s.output {
             Output::Stderr => "stderr".into(),
-            Output::Path(p) => p.clone(),
+            Output::Path(p) => p.to_string_lossy().into_owned(),
         },
     },
     Setting {
@@ -188,7 +197,7 @@ pub const SETTINGS: &[Setting] = &[
         accepted: "text or json",
         help: "Report format: text for people, json for JSON Lines (default text)",
         apply: |s, v| {
-            s.format = match v {
+            s.format = match v.to_str()? {
                 "text" => Format::Text,
                 "json" => Format::Json,
                 _ => return None,
@@ -206,7 +215,7 @@ pub const SETTINGS: &[Setting] = &[
         value_name: "GLOB[,GLOB]",
         accepted: "\"default\", \"all\", or comma-separated globs (*, ?) on a shared object's file name",
         help: "Which shared objects to watch: default (extensions, not the stdlib's), all, or globs",
-        apply: |s, v| put(&mut s.modules, modules(v)),
+        apply: |s, v| put(&mut s.modules, modules(v.to_str()?)),
         show: |s| match &s.modules {
             ModuleFilter::Default => "default".into(),
             ModuleFilter::All => "all".into(),
@@ -219,7 +228,7 @@ pub const SETTINGS: &[Setting] = &[
         value_name: "SECONDS",
         accepted: "a number of seconds >= 0, e.g. 60 (0: leak check and census only at exit)",
         help: "Seconds between leak checks and (release builds) object censuses (default 60; 0: only at exit)",
-        apply: |s, v| put(&mut s.census, seconds(v)),
+        apply: |s, v| put(&mut s.census, seconds(v.to_str()?)),
         show: |s| fmt_seconds(s.census),
     },
     Setting {
@@ -229,7 +238,7 @@ pub const SETTINGS: &[Setting] = &[
         accepted: "report, quarantine or abort",
         help: "After an over-release: report only (default), keep the object alive and run on (quarantine), or abort",
         apply: |s, v| {
-            s.on_overrelease = match v {
+            s.on_overrelease = match v.to_str()? {
                 "report" => OnOverrelease::Report,
                 "quarantine" => OnOverrelease::Quarantine,
                 "abort" => OnOverrelease::Abort,
@@ -253,7 +262,7 @@ pub const SETTINGS: &[Setting] = &[
         accepted: "on or off",
         help: "Pin inline Py_INCREF/Py_DECREF of suspect objects to their line with hardware watchpoints (default on)",
         apply: |s, v| {
-            s.watchpoints = match v {
+            s.watchpoints = match v.to_str()? {
                 "on" => true,
                 "off" => false,
                 _ => return None,
@@ -268,7 +277,7 @@ impl Settings {
     /// Reads every setting through `lookup` (an environment). Unset and
     /// invalid settings keep their defaults; every invalid one is returned
     /// with the settings.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> (Settings, Vec<SettingError>) {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<OsString>) -> (Settings, Vec<SettingError>) {
         let mut settings = Settings::default();
         let mut errors = Vec::new();
         for setting in SETTINGS {
@@ -289,13 +298,28 @@ impl Settings {
 
 impl Setting {
     /// Validates `value` and stores it into `settings`.
-    pub fn set(&self, settings: &mut Settings, value: &str) -> Result<(), SettingError> {
-        (self.apply)(settings, value.trim()).ok_or_else(|| SettingError {
+    pub fn set(&self, settings: &mut Settings, value: impl AsRef<OsStr>) -> Result<(), SettingError> {
+        let value = value.as_ref();
+        (self.apply)(settings, trim(value)).ok_or_else(|| SettingError {
             env: self.env,
             flag: self.flag,
-            value: value.to_string(),
+            value: value.to_string_lossy().into_owned(),
             accepted: self.accepted,
         })
+    }
+}
+
+/// `value` without leading and trailing whitespace (as `str::trim` for
+/// UTF-8; ASCII whitespace otherwise).
+fn trim(value: &OsStr) -> &OsStr {
+    match value.to_str() {
+        Some(text) => OsStr::new(text.trim()),
+        None => {
+            let bytes = value.as_bytes();
+            let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
+            let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
+            OsStr::from_bytes(&bytes[start..end])
+        }
     }
 }
 
@@ -315,20 +339,21 @@ fn fmt_seconds(d: Duration) -> String {
     format!("{}", d.as_secs_f64())
 }
 
-fn output(v: &str) -> Option<Output> {
+fn output(v: &OsStr) -> Option<Output> {
     if v == "stderr" {
         return Some(Output::Stderr);
     }
-    if v.is_empty() {
+    let bytes = v.as_bytes();
+    if bytes.is_empty() || bytes.contains(&0) {
         return None;
     }
-    let mut chars = v.chars();
-    while let Some(c) = chars.next() {
-        if c == '%' && !matches!(chars.next(), Some('p' | '%')) {
+    let mut iter = bytes.iter();
+    while let Some(&b) = iter.next() {
+        if b == b'%' && !matches!(iter.next(), Some(b'p' | b'%')) {
             return None;
         }
     }
-    Some(Output::Path(v.to_string()))
+    Some(Output::Path(v.to_os_string()))
 }
 
 fn modules(v: &str) -> Option<ModuleFilter> {
@@ -349,7 +374,7 @@ mod tests {
 
     fn parse(pairs: &[(&str, &str)]) -> Result<Settings, Vec<SettingError>> {
         let (settings, errors) =
-            Settings::from_lookup(|k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()));
+            Settings::from_lookup(|k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.into()));
         if errors.is_empty() {
             Ok(settings)
         } else {
@@ -361,7 +386,7 @@ mod tests {
     fn defaults() {
         let s = parse(&[]).unwrap();
         assert_eq!(s, Settings::default());
-        assert_eq!(s.interval, Duration::from_secs(5));
+        assert_eq!(s.interval, Duration::ZERO);
     }
 
     #[test]
@@ -377,7 +402,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.interval, Duration::from_millis(250));
         assert_eq!(s.sample, 100);
-        assert_eq!(s.output.path_for(42).as_deref(), Some("/tmp/rw-42.jsonl"));
+        assert_eq!(s.output.path_for(42), Some("/tmp/rw-42.jsonl".into()));
         assert!(s.output.per_process());
         assert_eq!(s.format, Format::Json);
         assert!(s.modules.watches("_fixture.so", true));
@@ -413,7 +438,22 @@ mod tests {
 
     #[test]
     fn percent_escapes() {
-        let out = output("/x/%%p-%p").unwrap();
-        assert_eq!(out.path_for(7).as_deref(), Some("/x/%p-7"));
+        let out = output(OsStr::new("/x/%%p-%p")).unwrap();
+        assert_eq!(out.path_for(7), Some("/x/%p-7".into()));
+        assert!(out.per_process());
+        assert!(!output(OsStr::new("/x/%%p")).unwrap().per_process());
+    }
+
+    #[test]
+    fn an_output_path_keeps_its_bytes() {
+        let raw = OsString::from_vec(b"/tmp/rw-\xff-%p.jsonl".to_vec());
+        let (s, errors) = Settings::from_lookup(|k| (k == "REFWATCH_OUTPUT").then(|| raw.clone()));
+        assert!(errors.is_empty());
+        assert_eq!(s.output.path_for(3), Some(OsString::from_vec(b"/tmp/rw-\xff-3.jsonl".to_vec())));
+        // Other settings are text: bytes that are not UTF-8 are not valid.
+        let (_, errors) = Settings::from_lookup(|k| {
+            (k == "REFWATCH_FORMAT").then(|| OsString::from_vec(b"js\xffon".to_vec()))
+        });
+        assert_eq!(errors.len(), 1);
     }
 }

@@ -25,7 +25,7 @@
 //! - `interpose`: ELF, the loaded objects, GOT patching and the policy of
 //!   which objects are watched; handed its wiring (`interpose::Wiring`).
 //! - `sys`: system calls, the crash handler, readable memory, and work in a
-//!   forked copy of the process.
+//!   copy of the process.
 //!
 //! The only symbols it exports are those it interposes on: `dlopen`,
 //! `dlclose`, `_exit`, `_Exit`.

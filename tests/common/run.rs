@@ -86,7 +86,10 @@ pub fn run(py: &Python, modules: &[&Built], code: &str, agent: Agent<'_>) -> Run
     run_args(py, modules, &["-c", code], agent)
 }
 
-pub fn run_args(py: &Python, modules: &[&Built], args: &[&str], agent: Agent<'_>) -> Run {
+/// `py ARGS` with the fixtures' directories on `sys.path`, no agent and no
+/// `REFWATCH_*` variable of the test's own environment: for a test that sets
+/// the rest itself (`finish` runs it).
+pub fn command(py: &Python, modules: &[&Built], args: &[&str]) -> Command {
     let mut command = Command::new(&py.path);
     command.args(args);
     let path: Vec<String> = modules.iter().map(|b| b.dir.display().to_string()).collect();
@@ -95,6 +98,70 @@ pub fn run_args(py: &Python, modules: &[&Built], args: &[&str], agent: Agent<'_>
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("REFWATCH_") && k != "REFWATCH_CACHE") {
         command.env_remove(k);
     }
+    command
+}
+
+/// Runs a `command` to its end.
+pub fn finish(mut command: Command) -> Run {
+    let out = command.output().unwrap_or_else(|e| panic!("run {:?}: {e}", command.get_program()));
+    Run {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        status: out.status,
+        events: Vec::new(),
+    }
+}
+
+/// `run_args` that gives up after `limit`: the process is killed and the
+/// error says what it printed so far.
+pub fn run_within(
+    py: &Python,
+    modules: &[&Built],
+    code: &str,
+    agent: Agent<'_>,
+    limit: std::time::Duration,
+) -> Result<Run, String> {
+    let started = std::time::Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut c = command(py, modules, &["-c", code]);
+    let output_file = scratch("events.jsonl");
+    if let Agent::Json(vars) = agent {
+        c.env("LD_PRELOAD", agent::library())
+            .env("REFWATCH_FORMAT", "json")
+            .env("REFWATCH_OUTPUT", &output_file);
+        c.envs(vars.iter().copied());
+    } else if let Agent::Raw(vars) = agent {
+        c.env("LD_PRELOAD", agent::library()).envs(vars.iter().copied());
+    }
+    let child = c
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn: {e}"))?;
+    let pid = child.id();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(limit) {
+        Ok(out) => out.map_err(|e| format!("wait: {e}"))?,
+        Err(_) => {
+            // SAFETY: kill(2) of the child this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            return Err(format!("still running after {:?}: killed", started.elapsed()));
+        }
+    };
+    let events = read_events(&output_file);
+    let _ = std::fs::remove_file(&output_file);
+    Ok(Run {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        status: out.status,
+        events,
+    })
+}
+
+pub fn run_args(py: &Python, modules: &[&Built], args: &[&str], agent: Agent<'_>) -> Run {
+    let mut command = command(py, modules, args);
     let output_file = scratch("events.jsonl");
     match agent {
         Agent::Off => {}

@@ -60,6 +60,7 @@ static CALLBACKS: runtime::Callbacks = runtime::Callbacks {
 /// does gets one line per invalid value and runs unwatched.
 pub fn should_watch(basename: &str, stdlib: bool) -> bool {
     let (settings, errors) = PARSED.get_or_init(|| Settings::from_lookup(sys::env));
+    super::modules::classified(&settings.modules, basename);
     if !settings.modules.watches(basename, stdlib) {
         return false;
     }
@@ -107,6 +108,9 @@ fn start(settings: &'static Settings) {
 fn hand_down(settings: &'static Settings) {
     report::configure(report::Config { output: &settings.output, format: settings.format, start_event });
     thread::configure(settings.interval, settings.census);
+    // Without the reporter, the extension's calls queue the periodic check.
+    let every = if settings.interval.is_zero() { settings.census } else { std::time::Duration::ZERO };
+    crate::python::checks::configure(every);
     findings::overrelease::configure(settings.on_overrelease);
     symbolize::name_tail_calls_with(methods::tail_call_function);
     crate::follow::hand_verdicts_to(&VERDICTS);
@@ -153,6 +157,15 @@ pub fn on_python_exit() {
     runtime::close();
     thread::stop();
     write_summary(analyze(true));
+    tell_unmatched_modules();
+}
+
+/// Names the `REFWATCH_MODULES` globs that matched nothing (once, at exit,
+/// started or not).
+fn tell_unmatched_modules() {
+    if let Some((settings, _)) = PARSED.get() {
+        super::modules::tell_unmatched(&settings.modules);
+    }
 }
 
 /// `_exit`/`_Exit`, or the library's destructor at `exit`: write the summary
@@ -165,6 +178,7 @@ pub fn on_process_exit() {
 /// `with_python`: the interpreter may still be asked for totals (`os._exit`
 /// is called with the GIL held; `totals_now` checks that it is).
 fn finish(with_python: bool) {
+    tell_unmatched_modules();
     if !ACTIVE.load(Ordering::Acquire) || SUMMARY_WRITTEN.load(Ordering::Acquire) {
         return;
     }
@@ -195,12 +209,14 @@ fn analyze(with_python: bool) -> Analysis {
 }
 
 /// `work` in a copy of the process; `None` (after one line saying why) when
-/// the copy crashed. Where no copy can be made, `work` runs here.
+/// the copy crashed or was stopped (stuck). Where no copy can be made,
+/// `work` runs here. The copy is not made by `fork`, so none of the fork
+/// handlers below runs for it (`sys::isolate`).
 fn isolated<T: serde::Serialize + serde::de::DeserializeOwned>(
     when: &str,
     work: impl Fn() -> T,
 ) -> Option<T> {
-    // The reporter is stopped around the fork: a lock it held at that moment
+    // The reporter is stopped around the copy: a lock it held at that moment
     // (the symbolizer's, the output's) would never be released in the copy.
     let reporter = thread::stop();
     let answer = crate::sys::isolate::in_copy(&work);
@@ -214,6 +230,13 @@ fn isolated<T: serde::Serialize + serde::de::DeserializeOwned>(
                 "the walk of the heap {when} crashed (signal {signal}) in a copy of the process, which \
                  leaves the program unharmed: the heap holds a pointer to a freed object (an over-release); \
                  leak findings and totals are left out"
+            ));
+            None
+        }
+        Err(crate::sys::isolate::Failure::Stopped(why)) => {
+            sys::warn(format_args!(
+                "the walk of the heap {when} {why} in a copy of the process, which was stopped; \
+                 the check was skipped (leak findings and totals are left out)"
             ));
             None
         }
@@ -295,29 +318,27 @@ pub fn start_reporter() {
     thread::start();
 }
 
-/// The main thread's safe point the reporter asked for: fresh totals, and
-/// at the census interval (`deep`) a census and the periodic leak check.
+/// The main thread's safe point the reporter (or, without it, the
+/// extension's calls: `python::checks`) asked for: fresh totals for the
+/// reports, and at the census interval (`deep`) a census and the periodic
+/// leak check.
 fn safe_point(deep: bool) {
     crate::follow::provenance::deaths::keep_seeing_deaths();
-    runtime::totals_now(deep && census_applies());
+    if thread::reports() {
+        runtime::totals_now(deep && census_applies());
+    }
     if deep {
         periodic_check();
     }
 }
 
 extern "C" fn fork_prepare() {
-    if crate::sys::isolate::forking() {
-        return; // refwatch's own copy for a heap walk
-    }
     if ACTIVE.load(Ordering::Acquire) {
         STOPPED_FOR_C_FORK.store(thread::stop(), Ordering::Relaxed);
     }
 }
 
 extern "C" fn fork_parent() {
-    if crate::sys::isolate::forking() {
-        return; // refwatch's own copy for a heap walk
-    }
     if STOPPED_FOR_C_FORK.swap(false, Ordering::Relaxed) {
         thread::start();
     }
@@ -327,9 +348,6 @@ extern "C" fn fork_parent() {
 /// a summary of its own; the reporter is restarted by Python's after-fork
 /// hook (a child that only execs never writes anything).
 extern "C" fn fork_child() {
-    if crate::sys::isolate::forking() {
-        return; // refwatch's own copy for a heap walk
-    }
     if !ACTIVE.load(Ordering::Acquire) {
         return;
     }
@@ -341,6 +359,7 @@ extern "C" fn fork_child() {
     PREVIOUS_CHECK.lock().unwrap_or_else(|e| e.into_inner()).clear();
     runtime::forget_totals();
     SEQ.store(0, Ordering::Relaxed);
+    crate::python::checks::restart();
     SUMMARY_WRITTEN.store(false, Ordering::Release);
     *STARTED_AT.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
 }

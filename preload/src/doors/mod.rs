@@ -7,4 +7,5 @@
 
 pub mod exports;
 pub mod lifecycle;
+mod modules;
 pub mod reporter;

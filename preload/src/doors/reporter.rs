@@ -1,6 +1,9 @@
-//! The reporter: refwatch's one thread. Every `REFWATCH_INTERVAL` it asks the
+//! The reporter: refwatch's one thread, started only when periodic reports
+//! are asked for (`REFWATCH_INTERVAL` above 0; off by default, so that the
+//! program sees no thread it did not start). Every interval it asks the
 //! interpreter for totals (through a pending call: it never runs Python code
-//! itself), names new sites, and writes a report.
+//! itself), names new sites, and writes a report; at the census interval,
+//! the periodic leak check too (without it, `python::checks` queues that).
 //!
 //! It is stopped and joined before every fork (Python 3.12+ warns when a
 //! process with several threads forks) and restarted afterwards.
@@ -27,6 +30,11 @@ static EVERY: OnceLock<(Duration, Duration)> = OnceLock::new();
 /// Sets how often the reporter reports and takes a census (once, at start).
 pub fn configure(interval: Duration, census: Duration) {
     let _ = EVERY.set((interval, census));
+}
+
+/// Whether periodic reports are on (the reporter runs between forks).
+pub fn reports() -> bool {
+    EVERY.get().is_some_and(|(interval, _)| !interval.is_zero())
 }
 
 pub fn start() {

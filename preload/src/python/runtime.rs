@@ -326,6 +326,20 @@ pub fn start_reporter_later() {
 /// the main thread is busy outside bytecode. Never waits. `census`: also
 /// the costly checks (a gc census on release builds, the leak check).
 pub fn request_totals(census: bool) -> Option<Totals> {
+    queue(if census { PENDING_CENSUS } else { PENDING_TOTALS });
+    LATEST.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Asks the main thread for the costly checks (the periodic leak check) at
+/// its next safe point, unless a request is still pending: what `checks`
+/// does without the reporter. Never runs them here (the caller may be in
+/// the middle of an extension's call).
+pub fn request_check() {
+    queue(PENDING_CENSUS);
+}
+
+/// Queues the pending call `arg`, one at a time, never once closing.
+fn queue(arg: usize) {
     let closing = CLOSING.lock().unwrap_or_else(|e| e.into_inner());
     let already = PENDING.swap(true, Ordering::AcqRel);
     match api() {
@@ -333,7 +347,6 @@ pub fn request_totals(census: bool) -> Option<Totals> {
         // Py_AddPendingCall is documented as callable from any thread and is
         // not called once the at-exit callback set CLOSING.
         Some(api) if !*closing && !already && unsafe { (api.is_initialized)() } != 0 => unsafe {
-            let arg = if census { PENDING_CENSUS } else { PENDING_TOTALS };
             let rc = (api.add_pending_call)(pending, arg as *mut c_void);
             if rc != 0 {
                 PENDING.store(false, Ordering::Release);
@@ -342,8 +355,6 @@ pub fn request_totals(census: bool) -> Option<Totals> {
         _ if !already => PENDING.store(false, Ordering::Release),
         _ => {}
     }
-    drop(closing);
-    LATEST.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// Runs on the main thread with the GIL held.

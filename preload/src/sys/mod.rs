@@ -2,7 +2,7 @@
 //! going through anything that could allocate or re-enter the agent, and
 //! the process-level facilities built on them: the crash handler and its
 //! alternate signal stacks (`crash`), the memory the process can read
-//! (`memory`), and work done in a forked copy of the process (`isolate`).
+//! (`memory`), and work done in a copy of the process (`isolate`).
 
 pub mod crash;
 pub mod isolate;
@@ -40,9 +40,10 @@ pub fn getpid() -> u32 {
     unsafe { libc::getpid() as u32 }
 }
 
-/// Reads an environment variable. Only called on cold paths (start, fork).
-pub fn env(name: &str) -> Option<String> {
-    std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+/// Reads an environment variable, as the bytes it holds (a path need not be
+/// UTF-8). Only called on cold paths (start, fork).
+pub fn env(name: &str) -> Option<std::ffi::OsString> {
+    std::env::var_os(name)
 }
 
 /// The system's page size.

@@ -7,7 +7,7 @@
 //! the block lies in (small `PyMem_Malloc` blocks), or, under the
 //! interpreter's debug hooks (debug builds, `PYTHONMALLOC=debug`, `-X dev`),
 //! the size the hooks write before the block. A pointer that is none of
-//! these gives no block. Only read in the forked copy a check runs in,
+//! these gives no block. Only read in the copy a check runs in,
 //! within readable mappings.
 
 use crate::python::layout;

@@ -359,6 +359,7 @@ unsafe fn arguments(flags: u32, registers: &stubs::Registers, out: &mut [usize; 
 
 /// Called by stub `k` before the method: notes its arguments' refcounts.
 extern "C" fn on_enter(k: usize, registers: *const stubs::Registers) {
+    crate::python::checks::tick();
     let calls = calls();
     // Under sampling, the gate let the call through when its countdown ran
     // out (0, or wrapped from 0), or else for a suspect, or for a method

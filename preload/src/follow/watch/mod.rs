@@ -26,6 +26,26 @@
 //! action. Where `perf_event_open` is refused (paranoid level, seccomp) or
 //! `REFWATCH_WATCHPOINTS=off`, the finding stays at function level and says
 //! why.
+//!
+//! SIGTRAP stays the program's: it may install a handler of its own, or put
+//! the default action back, after refwatch installed its handler. A trap
+//! would then reach the program (a Python handler called for nothing, or
+//! death by SIGTRAP), so every arming first reads SIGTRAP's disposition
+//! (`sigaction` with no new action: one system call on a slow path that
+//! already makes several) and, when it is no longer refwatch's handler,
+//! arms nothing, then or ever again (`STATE` goes to `REFUSED`, and the
+//! findings say why). Nothing is armed between calls, so the only window
+//! left is a disposition changed by code that runs *inside* an armed call
+//! (a method calling back into Python that installs a SIGTRAP handler):
+//! that call's traps may reach it, the next call arms nothing.
+//!
+//! Rather than delivering through another signal (`F_SETSIG` to a
+//! real-time signal with `F_SETOWN_EX` to the thread): that route is
+//! asynchronous (an irq_work after the debug exception, so the instruction
+//! pointer the handler sees is not guaranteed to be the one after the
+//! write, which is the whole point), carries the descriptor rather than
+//! `sig_data` (a lookup per trap across threads), and leaves a signal the
+//! program can take over just the same, needing this very check.
 
 mod perf;
 
@@ -59,6 +79,9 @@ const REFUSED: u8 = 3;
 static REFUSAL: AtomicI32 = AtomicI32::new(0);
 const SIGTRAP_TAKEN: i32 = -1;
 const UNDER_VALGRIND: i32 = -2;
+/// The program set SIGTRAP's disposition after refwatch installed its
+/// handler.
+const SIGTRAP_CHANGED: i32 = -3;
 /// `si_code` of a SIGTRAP raised by a perf event.
 const TRAP_PERF: i32 = 6;
 /// The watches armed anywhere, for the handler (which may run on another
@@ -144,12 +167,35 @@ fn install_handler() -> bool {
     }
 }
 
+/// Whether SIGTRAP is still handled by `on_signal`: the program may have
+/// installed a handler of its own, or the default action, since.
+fn handler_still_ours() -> bool {
+    // SAFETY: an all-zero sigaction is a valid value to be overwritten.
+    let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: with a null new action, sigaction only reads the current one.
+    let read = unsafe { libc::sigaction(libc::SIGTRAP, std::ptr::null(), &mut current) } == 0;
+    read && current.sa_sigaction == on_signal as *const () as usize
+}
+
+/// SIGTRAP is the program's again: arm nothing from now on. No line on
+/// stderr (the program's output stays its own); the findings say why.
+#[cold]
+fn give_up_sigtrap() {
+    if STATE.load(Ordering::Relaxed) == ON {
+        REFUSAL.store(SIGTRAP_CHANGED, Ordering::Relaxed);
+        STATE.store(REFUSED, Ordering::Relaxed);
+    }
+}
+
 /// Why findings are not pinned, for their evidence; `None` when they can be.
 pub fn unavailable() -> Option<String> {
     match STATE.load(Ordering::Relaxed) {
         OFF => Some("watchpoints are off (REFWATCH_WATCHPOINTS=off)".into()),
         REFUSED => Some(match REFUSAL.load(Ordering::Relaxed) {
             SIGTRAP_TAKEN => "the program handles SIGTRAP itself, which watchpoints report with".into(),
+            SIGTRAP_CHANGED => {
+                "the program set SIGTRAP's handling itself, which watchpoints report with".into()
+            }
             UNDER_VALGRIND => "watchpoints are off under valgrind".into(),
             errno => format!(
                 "the kernel refused a hardware watchpoint ({}; perf_event_paranoid {})",
@@ -347,6 +393,10 @@ pub unsafe fn after_free(object: usize, site: usize) {
 /// `object` is alive while watched, unless `kind` is `Freed` (then it is
 /// never read).
 unsafe fn arm_one(object: usize, kind: Kind, site: usize) -> Option<Armed> {
+    if !handler_still_ours() {
+        give_up_sigtrap();
+        return None;
+    }
     // SAFETY: this thread's own block; the handler only touches slots with
     // an object, and this one gets its object before its watchpoint exists.
     let watches = unsafe { &mut *watches_block() };
