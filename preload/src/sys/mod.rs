@@ -80,6 +80,8 @@ pub fn zeroed_mapping(bytes: usize) -> Option<*mut u8> {
 /// all zeros.
 macro_rules! static_thread_block {
     ($vis:vis fn $name:ident() -> $ty:ty, $symbol:literal) => {
+        // The block is aligned to 16 bytes below.
+        const _: () = assert!(align_of::<$ty>() <= 16);
         core::arch::global_asm!(
             ".section .tbss,\"awT\",@nobits",
             ".p2align 4",
@@ -114,3 +116,46 @@ macro_rules! static_thread_block {
 }
 
 pub(crate) use static_thread_block;
+
+/// `asm_for_each_index!("name", "{count}")`: assembly that invokes the
+/// assembler macro `name` (defined just before, with one parameter) with
+/// 0, 1, ..., count - 1 in decimal, then forgets it. `{count}` is the
+/// placeholder of a `const` operand of the `global_asm!` it is used in, so
+/// the repeated stubs are exactly as many as the Rust constant says: the
+/// one way refwatch's assembly repeats a stub.
+macro_rules! asm_for_each_index {
+    ($macro:literal, $count:literal) => {
+        concat!(
+            // `%symbol` passes the symbol's value as text (GNU as and LLVM's
+            // assembler, in `.altmacro` mode only).
+            ".altmacro\n",
+            ".set ",
+            $macro,
+            "_index, 0\n",
+            ".rept ",
+            $count,
+            "\n",
+            $macro,
+            " %",
+            $macro,
+            "_index\n",
+            ".set ",
+            $macro,
+            "_index, ",
+            $macro,
+            "_index + 1\n",
+            ".endr\n",
+            ".noaltmacro\n",
+            ".purgem ",
+            $macro,
+        )
+    };
+}
+
+pub(crate) use asm_for_each_index;
+
+/// The size of one element of `array`: for `const` asserts that an array
+/// the assembly indexes has the element size its instructions assume.
+pub const fn element_bytes<T, const N: usize>(_array: &[T; N]) -> usize {
+    size_of::<T>()
+}

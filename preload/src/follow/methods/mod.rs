@@ -266,12 +266,10 @@ struct Frame {
 struct Calls {
     depth: usize,
     /// Under sampling: calls left until the next followed one (0 or 1:
-    /// follow). Read by the stubs (`stubs::COUNTDOWN_OFFSET`).
+    /// follow). Read by the stubs' gate.
     countdown: u64,
     frames: [Frame; DEPTH],
 }
-
-const _: () = assert!(std::mem::offset_of!(Calls, countdown) == stubs::COUNTDOWN_OFFSET);
 
 crate::sys::static_thread_block!(fn calls_block() -> Calls, "refwatch_method_calls");
 
@@ -304,7 +302,7 @@ pub fn watch_in_current_call(arm: impl FnOnce(u32) -> super::watch::Armed) {
 ///
 /// # Safety
 /// `registers` are the arguments of a call of such a method.
-unsafe fn arguments(flags: u32, registers: &[usize; 6], out: &mut [usize; ARGUMENTS]) -> usize {
+unsafe fn arguments(flags: u32, registers: &stubs::Registers, out: &mut [usize; ARGUMENTS]) -> usize {
     let mut n = 0;
     let mut push = |object: usize| {
         if object != 0 && n < ARGUMENTS {
@@ -338,7 +336,7 @@ unsafe fn arguments(flags: u32, registers: &[usize; 6], out: &mut [usize; ARGUME
 }
 
 /// Called by stub `k` before the method: notes its arguments' refcounts.
-extern "C" fn on_enter(k: usize, registers: *const [usize; 6]) {
+extern "C" fn on_enter(k: usize, registers: *const stubs::Registers) {
     let calls = calls();
     // Under sampling, the gate let the call through when its countdown ran
     // out (0, or wrapped from 0), or else for a suspect, or for a method
@@ -400,7 +398,7 @@ unsafe fn arm_arguments(k: u32, frame: &Frame) -> super::watch::Armed {
 /// Called by stub `k` after the method returned `result`: an argument
 /// with more references than before, beyond the one in `result`, was given
 /// them by the call.
-extern "C" fn on_exit(k: usize, _registers: *const [usize; 6], result: usize) {
+extern "C" fn on_exit(k: usize, _registers: *const stubs::Registers, result: usize) {
     // SAFETY: the GIL is held (the method was called with it); the frame is
     // this call's, still current.
     unsafe { parsed::hand_over() };

@@ -16,12 +16,17 @@ const MAX_FORMAT: usize = 256;
 /// `slot_of`): a format is nearly always a string literal, so it is read
 /// once rather than on every call. A format rebuilt in place with an `N` at
 /// a remembered address would have its steals unfollowed, nothing worse.
-/// The sampling gate of the trampolines reads it too.
-pub static FORMATS_WITHOUT_STEALS: [AtomicUsize; 64] = [const { AtomicUsize::new(0) }; 64];
+/// The sampling gate of the trampolines reads it too (8-byte slots).
+pub static FORMATS_WITHOUT_STEALS: [AtomicUsize; FORMAT_SLOTS] =
+    [const { AtomicUsize::new(0) }; FORMAT_SLOTS];
 
 /// Multiplier and shift of `slot_of` (the trampolines' gate computes it).
 pub const HASH: u64 = 0x9E37_79B9_7F4A_7C15;
 pub const SHIFT: u32 = 58;
+/// Every value `slot_of` can give, in the trampolines' gate too.
+const FORMAT_SLOTS: usize = 1 << (u64::BITS - SHIFT);
+
+const _: () = assert!(crate::sys::element_bytes(&FORMATS_WITHOUT_STEALS) == 8);
 
 fn slot_of(format: usize) -> usize {
     ((format as u64).wrapping_mul(HASH) >> SHIFT) as usize

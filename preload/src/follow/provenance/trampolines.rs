@@ -89,6 +89,14 @@ pub struct Shadow {
 // The per-thread shadow stack (all zeros: empty).
 crate::sys::static_thread_block!(pub fn shadow() -> Shadow, "refwatch_shadow");
 
+// A shadow entry finds frame `depth` at `frames + depth * 48`, with `lea`
+// (x3) and `shl` (x16).
+const _: () = assert!(size_of::<Frame>() == 3 << 4);
+// The gate's `cmp byte ptr` on ENTRY_SAMPLING[k], the 8-byte API_FN[k] and
+// HANDLER[k].
+const _: () = assert!(crate::sys::element_bytes(&ENTRY_SAMPLING) == 1);
+const _: () = assert!(crate::sys::element_bytes(&API_FN) == 8 && crate::sys::element_bytes(&HANDLER) == 8);
+
 core::arch::global_asm!(
     ".text",
     // The sampling gate: falls through to label 1 to follow the call, jumps
@@ -106,12 +114,13 @@ core::arch::global_asm!(
     "jne 1f",
     "3:",
     "mov r11, qword ptr [rip + refwatch_shadow@GOTTPOFF]",
-    "sub qword ptr fs:[r11 + 8], 1",
+    "sub qword ptr fs:[r11 + {shadow_countdown}], 1",
     "ja 2f",
     "1:",
     ".endm",
-    // Call-through entry k, one per hooked fixed-arity function.
-    ".irp k,0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64,65,66,67,68,69,70,71,72,73,74,75,76,77,78,79,80,81,82,83,84,85,86,87,88,89,90,91,92,93,94,95,96,97,98,99,100,101,102,103,104,105,106,107,108,109,110,111,112,113,114,115,116,117,118,119,120,121,122,123,124,125,126,127,128,129,130,131,132,133,134,135,136,137,138,139,140,141,142,143,144,145,146,147,148,149,150,151,152,153,154,155,156,157,158,159,160,161,162,163,164,165,166,167,168,169,170,171,172,173,174,175,176,177,178,179,180,181,182,183,184,185,186,187,188,189,190,191",
+    // Call-through entry k, one per hooked fixed-arity function. Its
+    // address goes in the table `refwatch_prov_calls`.
+    ".macro refwatch_prov_call k",
     ".p2align 6",
     ".hidden refwatch_prov_call_\\k",
     ".type refwatch_prov_call_\\k,@function",
@@ -145,36 +154,59 @@ core::arch::global_asm!(
     "jmp qword ptr [rip + {api_fn} + 8 * \\k]",
     ".cfi_endproc",
     ".size refwatch_prov_call_\\k, . - refwatch_prov_call_\\k",
-    ".endr",
-    // Shadow entry k, one per hooked variadic function.
-    ".irp k,0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64,65,66,67,68,69,70,71,72,73,74,75,76,77,78,79,80,81,82,83,84,85,86,87,88,89,90,91,92,93,94,95,96,97,98,99,100,101,102,103,104,105,106,107,108,109,110,111,112,113,114,115,116,117,118,119,120,121,122,123,124,125,126,127,128,129,130,131,132,133,134,135,136,137,138,139,140,141,142,143,144,145,146,147,148,149,150,151,152,153,154,155,156,157,158,159,160,161,162,163,164,165,166,167,168,169,170,171,172,173,174,175,176,177,178,179,180,181,182,183,184,185,186,187,188,189,190,191",
+    ".pushsection .data.rel.ro.refwatch_prov_calls,\"aw\"",
+    ".quad refwatch_prov_call_\\k",
+    ".popsection",
+    ".endm",
+    // Shadow entry k, one per hooked variadic function. Its address goes
+    // in the table `refwatch_prov_entries`.
+    ".macro refwatch_prov_entry k",
     ".p2align 6",
     ".hidden refwatch_prov_entry_\\k",
     "refwatch_prov_entry_\\k:",
     "refwatch_gate \\k",
     "mov r11, qword ptr [rip + refwatch_shadow@GOTTPOFF]",
     "add r11, qword ptr fs:[0]",
-    "mov r10, qword ptr [r11]",
+    "mov r10, qword ptr [r11 + {shadow_depth}]",
     "cmp r10, {depth}",
     "jae 2f",
     "lea r10, [r10 + r10 * 2]",
     "shl r10, 4",
-    "lea r10, [r11 + r10 + 16]",
+    "lea r10, [r11 + r10 + {shadow_frames}]",
     "push qword ptr [rsp]",
-    "pop qword ptr [r10]",
-    "mov qword ptr [r10 + 8], \\k",
-    "mov qword ptr [r10 + 16], rsp",
-    "mov qword ptr [r10 + 24], rdi",
-    "mov qword ptr [r10 + 32], rsi",
-    "mov qword ptr [r10 + 40], rdx",
-    "inc qword ptr [r11]",
+    "pop qword ptr [r10 + {frame_return_address}]",
+    "mov qword ptr [r10 + {frame_entry}], \\k",
+    "mov qword ptr [r10 + {frame_stack_pointer}], rsp",
+    "mov qword ptr [r10 + {frame_args}], rdi",
+    "mov qword ptr [r10 + {frame_args} + 8], rsi",
+    "mov qword ptr [r10 + {frame_args} + 16], rdx",
+    "inc qword ptr [r11 + {shadow_depth}]",
     "lea r10, [rip + refwatch_prov_return]",
     "mov qword ptr [rsp], r10",
     "2:",
     "jmp qword ptr [rip + {api_fn} + 8 * \\k]",
-    ".endr",
+    ".pushsection .data.rel.ro.refwatch_prov_entries,\"aw\"",
+    ".quad refwatch_prov_entry_\\k",
+    ".popsection",
+    ".endm",
+    // The tables of the entries' addresses, for the GOT patcher.
+    ".pushsection .data.rel.ro.refwatch_prov_calls,\"aw\"",
+    ".p2align 3",
+    ".globl refwatch_prov_calls",
+    ".hidden refwatch_prov_calls",
+    "refwatch_prov_calls:",
+    ".popsection",
+    ".pushsection .data.rel.ro.refwatch_prov_entries,\"aw\"",
+    ".p2align 3",
+    ".globl refwatch_prov_entries",
+    ".hidden refwatch_prov_entries",
+    "refwatch_prov_entries:",
+    ".popsection",
+    crate::sys::asm_for_each_index!("refwatch_prov_call", "{entries}"),
+    crate::sys::asm_for_each_index!("refwatch_prov_entry", "{entries}"),
     ".purgem refwatch_gate",
-    // The common return stub. On arrival rsp = entry rsp + 8, 16-byte aligned.
+    // The common return stub. On arrival rsp = entry rsp + 8, 16-byte
+    // aligned; below it, rax and rdx (16 bytes) and xmm0 and xmm1 (32).
     ".p2align 4",
     ".hidden refwatch_prov_return",
     "refwatch_prov_return:",
@@ -193,23 +225,15 @@ core::arch::global_asm!(
     "pop rdx",
     "pop rax",
     "jmp r11",
-    // The entries' addresses, for the GOT patcher.
-    ".section .data.rel.ro,\"aw\"",
-    ".p2align 3",
-    ".globl refwatch_prov_calls",
-    ".hidden refwatch_prov_calls",
-    "refwatch_prov_calls:",
-    ".irp k,0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64,65,66,67,68,69,70,71,72,73,74,75,76,77,78,79,80,81,82,83,84,85,86,87,88,89,90,91,92,93,94,95,96,97,98,99,100,101,102,103,104,105,106,107,108,109,110,111,112,113,114,115,116,117,118,119,120,121,122,123,124,125,126,127,128,129,130,131,132,133,134,135,136,137,138,139,140,141,142,143,144,145,146,147,148,149,150,151,152,153,154,155,156,157,158,159,160,161,162,163,164,165,166,167,168,169,170,171,172,173,174,175,176,177,178,179,180,181,182,183,184,185,186,187,188,189,190,191",
-    ".quad refwatch_prov_call_\\k",
-    ".endr",
-    ".globl refwatch_prov_entries",
-    ".hidden refwatch_prov_entries",
-    "refwatch_prov_entries:",
-    ".irp k,0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64,65,66,67,68,69,70,71,72,73,74,75,76,77,78,79,80,81,82,83,84,85,86,87,88,89,90,91,92,93,94,95,96,97,98,99,100,101,102,103,104,105,106,107,108,109,110,111,112,113,114,115,116,117,118,119,120,121,122,123,124,125,126,127,128,129,130,131,132,133,134,135,136,137,138,139,140,141,142,143,144,145,146,147,148,149,150,151,152,153,154,155,156,157,158,159,160,161,162,163,164,165,166,167,168,169,170,171,172,173,174,175,176,177,178,179,180,181,182,183,184,185,186,187,188,189,190,191",
-    ".quad refwatch_prov_entry_\\k",
-    ".endr",
-    ".text",
+    entries = const ENTRIES,
     depth = const DEPTH,
+    shadow_depth = const std::mem::offset_of!(Shadow, depth),
+    shadow_countdown = const std::mem::offset_of!(Shadow, countdown),
+    shadow_frames = const std::mem::offset_of!(Shadow, frames),
+    frame_return_address = const std::mem::offset_of!(Frame, return_address),
+    frame_entry = const std::mem::offset_of!(Frame, entry),
+    frame_stack_pointer = const std::mem::offset_of!(Frame, stack_pointer),
+    frame_args = const std::mem::offset_of!(Frame, args),
     api_fn = sym API_FN,
     entry_sampling = sym ENTRY_SAMPLING,
     sample_calls = const SAMPLE_CALLS,

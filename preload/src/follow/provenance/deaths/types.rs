@@ -37,24 +37,35 @@ static HOOKING: AtomicBool = AtomicBool::new(false);
 /// else zeros.
 static FREED_WHOLE: [AtomicUsize; 3] = [const { AtomicUsize::new(0) }; 3];
 
+/// Bytes from one stub to the next: stub `k` is at `stubs() + k *
+/// DEATH_STUB_BYTES`, which the assembly checks.
+const DEATH_STUB_BYTES: usize = 16;
+
 core::arch::global_asm!(
+    // Stub `index`: dying(object, index), the object being the first
+    // argument already. `.org` fails to assemble if the stub before did not
+    // fit in its DEATH_STUB_BYTES.
+    ".macro refwatch_death_stub index",
+    ".balign {stub_bytes}",
+    ".org refwatch_death_stubs + \\index * {stub_bytes}",
+    ".hidden refwatch_death_\\index",
+    ".type refwatch_death_\\index,@function",
+    "refwatch_death_\\index:",
+    ".cfi_startproc",
+    "mov esi, \\index",
+    "jmp {dying}",
+    ".cfi_endproc",
+    ".size refwatch_death_\\index, . - refwatch_death_\\index",
+    ".endm",
     ".pushsection .text.refwatch_death_stubs,\"ax\",@progbits",
-    ".p2align 4",
+    ".balign {stub_bytes}",
     ".globl refwatch_death_stubs",
     ".hidden refwatch_death_stubs",
     "refwatch_death_stubs:",
-    ".set refwatch_death_k, 0",
-    ".rept {stubs}",
-    ".p2align 4",
-    ".cfi_startproc",
-    // dying(object, k): the object is the first argument already.
-    "mov esi, refwatch_death_k",
-    "jmp {dying}",
-    ".cfi_endproc",
-    ".set refwatch_death_k, refwatch_death_k + 1",
-    ".endr",
+    crate::sys::asm_for_each_index!("refwatch_death_stub", "{stubs}"),
     ".popsection",
     stubs = const DEATH_STUBS,
+    stub_bytes = const DEATH_STUB_BYTES,
     dying = sym dying,
 );
 
@@ -70,13 +81,13 @@ fn stubs() -> usize {
 /// Whether `dealloc` is one of the stubs.
 #[inline(always)]
 fn is_stub(dealloc: usize) -> bool {
-    dealloc.wrapping_sub(stubs()) < 16 * DEATH_STUBS
+    dealloc.wrapping_sub(stubs()) < DEATH_STUB_BYTES * DEATH_STUBS
 }
 
 /// The type's own deallocator, when `dealloc` is one of the stubs.
 fn real_dealloc(dealloc: usize) -> usize {
     if is_stub(dealloc) {
-        OWN_DEALLOC[(dealloc - stubs()) / 16].load(Ordering::Acquire)
+        OWN_DEALLOC[(dealloc - stubs()) / DEATH_STUB_BYTES].load(Ordering::Acquire)
     } else {
         dealloc
     }
@@ -85,7 +96,7 @@ fn real_dealloc(dealloc: usize) -> usize {
 /// Stub `k` is called with the object to deallocate: provenance forgets
 /// it, and the type's own deallocator runs (in the trashcan's order).
 extern "C" fn dying(object: usize, k: usize) {
-    let stub = stubs() + 16 * k;
+    let stub = stubs() + DEATH_STUB_BYTES * k;
     // SAFETY: deallocation runs with the GIL held and the object is intact
     // until its real `tp_dealloc` runs, after this; stub `k` (k < DEATH_STUBS)
     // is installed only once its deallocator is in OWN_DEALLOC[k]. An object whose own
@@ -201,7 +212,7 @@ unsafe fn hook(type_object: usize, class: usize) -> bool {
         }
         USED.store(k + 1, Ordering::Relaxed);
         OWN_DEALLOC[k].store(dealloc, Ordering::Release);
-        layout::set_dealloc(type_object, stubs() + 16 * k);
+        layout::set_dealloc(type_object, stubs() + DEATH_STUB_BYTES * k);
         true
     }
 }
