@@ -189,3 +189,23 @@ pub fn index_of(address: usize) -> Option<usize> {
     // SAFETY: as above.
     unsafe { refwatch_method_stubs.iter().position(|&s| s == address) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_holds_every_stub_in_order() {
+        for k in 0..METHOD_STUBS {
+            assert_eq!(stub(k) % 16, 0, "stub {k}");
+            if k > 0 {
+                assert!(stub(k) > stub(k - 1), "stub {k}");
+            }
+            assert_eq!(index_of(stub(k)), Some(k));
+            assert_eq!(index_of(stub(k) + 1), None);
+        }
+        assert_eq!(index_of(stub(0) - 16), None);
+        assert_eq!(index_of(stub(METHOD_STUBS - 1) + 16), None);
+        assert_eq!(index_of(returned()), None);
+    }
+}
