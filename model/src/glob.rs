@@ -46,4 +46,50 @@ mod tests {
         assert!(matches("", ""));
         assert!(!matches("", "x"));
     }
+
+    #[test]
+    fn a_star_matches_any_run_even_an_empty_one() {
+        assert!(matches("*", ""));
+        assert!(matches("**", "abc"));
+        assert!(matches("a**b", "ab"));
+        assert!(matches("abc***", "abc"));
+        assert!(matches("*a", "ba"));
+        assert!(!matches("*a", "ab"));
+        assert!(matches("*.so*", "lib.so.1"));
+        assert!(matches("lib*.so*", "libfoo.so"));
+    }
+
+    #[test]
+    fn a_star_gives_back_what_a_later_literal_needs() {
+        assert!(matches("a*b*c", "aXbYbZc"));
+        assert!(matches("a*b*c", "abbbc"));
+        assert!(!matches("a*b*c", "abcb"));
+        assert!(matches("*ab", "aab"));
+        assert!(matches("*aab", "aaaab"));
+        assert!(!matches("*a*a*a*b", "aaaaaaaaaaaaaaaaaaaa"));
+        assert!(matches("*a*a*a*b", "aaaaaaaaaaaaaaaaaaab"));
+    }
+
+    #[test]
+    fn a_question_mark_is_one_byte() {
+        assert!(!matches("?", ""));
+        assert!(matches("*?", "x"));
+        assert!(!matches("*?", ""));
+        assert!(!matches("a?", "abc"));
+        assert!(matches("???", "abc"));
+        // Bytes, not characters: "é" is two.
+        assert!(!matches("?", "é"));
+        assert!(matches("??", "é"));
+    }
+
+    #[test]
+    fn everything_else_is_literal() {
+        assert!(!matches("ABC", "abc"));
+        assert!(!matches("abcd", "abc"));
+        assert!(!matches("abc", "abcd"));
+        assert!(matches("[ab].so", "[ab].so"));
+        assert!(!matches("[ab].so", "a.so"));
+        assert!(!matches("a\\*", "ab"));
+        assert!(matches("a\\*", "a\\b"));
+    }
 }

@@ -200,3 +200,6 @@ impl Table {
         self.countdown.store(0, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -220,3 +220,6 @@ impl Dynamic {
         Some((unsafe { self.string(offset) }.to_string_lossy().into_owned(), runpath))
     }
 }
+
+#[cfg(test)]
+mod tests;

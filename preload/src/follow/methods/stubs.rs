@@ -51,6 +51,7 @@ struct StubFrame {
 const FRAME_BYTES: usize = size_of::<StubFrame>().next_multiple_of(16) + 8;
 
 const _: () = assert!(std::mem::offset_of!(StubFrame, registers) == 0);
+const _: () = assert!(FRAME_BYTES >= size_of::<StubFrame>() && (8 + FRAME_BYTES).is_multiple_of(16));
 // The gate's loads: `cmp byte ptr` on SAMPLING_ON and PARSES[k], `cmp dword
 // ptr` on SUSPECT[k] and a jump through the 8-byte METHOD_FN[k].
 const _: () = assert!(size_of_val(&SAMPLING_ON) == 1 && crate::sys::element_bytes(&PARSES) == 1);
@@ -187,4 +188,24 @@ pub fn index_of(address: usize) -> Option<usize> {
     }
     // SAFETY: as above.
     unsafe { refwatch_method_stubs.iter().position(|&s| s == address) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_holds_every_stub_in_order() {
+        for k in 0..METHOD_STUBS {
+            assert_eq!(stub(k) % 16, 0, "stub {k}");
+            if k > 0 {
+                assert!(stub(k) > stub(k - 1), "stub {k}");
+            }
+            assert_eq!(index_of(stub(k)), Some(k));
+            assert_eq!(index_of(stub(k) + 1), None);
+        }
+        assert_eq!(index_of(stub(0) - 16), None);
+        assert_eq!(index_of(stub(METHOD_STUBS - 1) + 16), None);
+        assert_eq!(index_of(returned()), None);
+    }
 }

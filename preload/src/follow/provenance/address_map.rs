@@ -349,3 +349,6 @@ impl<V> Table<V> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -179,3 +179,6 @@ unsafe fn item_of(container: usize, slot: Option<Slot>, index: usize) -> usize {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -261,3 +261,22 @@ pub fn entry(k: usize, variadic: bool) -> usize {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tables_hold_every_entry_in_order() {
+        for variadic in [false, true] {
+            for k in 0..ENTRIES {
+                assert_eq!(entry(k, variadic) % 64, 0, "entry {k}, variadic {variadic}");
+                if k > 0 {
+                    assert!(entry(k, variadic) > entry(k - 1, variadic), "entry {k}");
+                }
+            }
+        }
+        // The shadow entries follow the call-through ones.
+        assert!(entry(0, true) > entry(ENTRIES - 1, false));
+    }
+}

@@ -216,3 +216,23 @@ unsafe fn hook(type_object: usize, class: usize) -> bool {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stub_is_one_range_check_away() {
+        let first = stubs();
+        assert_eq!(first % DEATH_STUB_BYTES, 0);
+        for k in 0..DEATH_STUBS {
+            assert!(is_stub(first + DEATH_STUB_BYTES * k), "stub {k}");
+        }
+        assert!(!is_stub(first + DEATH_STUB_BYTES * DEATH_STUBS));
+        assert!(!is_stub(first - 1));
+        // A deallocator that is not a stub is its own.
+        let elsewhere = dying as extern "C" fn(usize, usize) as usize;
+        assert!(!is_stub(elsewhere));
+        assert_eq!(real_dealloc(elsewhere), elsewhere);
+    }
+}
