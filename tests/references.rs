@@ -63,6 +63,30 @@ fn one_leak_at(py: &Python, findings: &[Finding], marker: &str, count: u64) -> R
     Ok(())
 }
 
+/// One buggy shape and its correct twin: the bug is the one leak at
+/// `marker` (its evidence containing `says`), the twin gives nothing.
+struct Shape<'a> {
+    call: &'a str,
+    after: &'a str,
+    marker: &'a str,
+    twin: &'a str,
+    says: &'a str,
+}
+
+fn check_shape(py: &Python, built: &Built, shape: Shape<'_>) -> Result<(), String> {
+    let Shape { call, after, marker, twin, says } = shape;
+    let r = run(py, &[built], &driver(call, after), Agent::Json(&[]));
+    ensure!(r.stdout == "ok\n", "{call}: {}", r.describe());
+    let (findings, _) = r.summary_findings()?;
+    one_leak_at(py, &findings, marker, 40)?;
+    ensure!(findings[0].evidence.contains(says), "{call}: evidence: {:#?}", findings[0]);
+    let r = run(py, &[built], &driver(twin, after), Agent::Json(&[]));
+    ensure!(r.stdout == "ok\n", "{twin}: {}", r.describe());
+    let (findings, _) = r.summary_findings()?;
+    ensure!(findings.is_empty(), "{twin}: false findings: {findings:#?}");
+    Ok(())
+}
+
 /// (buggy call, what empties the container after, marker, correct twin).
 const KEPT_ARGUMENTS: &[(&str, &str, &str, &str)] = &[
     (
@@ -93,15 +117,8 @@ const KEPT_ARGUMENTS: &[(&str, &str, &str, &str)] = &[
 fn an_argument_kept_with_an_extra_reference_is_named_at_the_increment() {
     on_every_python("kept arguments", |py| {
         let built = fixture_for(py);
-        for (call, after, marker, twin) in KEPT_ARGUMENTS {
-            let r = run(py, &[&built], &driver(call, after), Agent::Json(&[]));
-            ensure!(r.stdout == "ok\n", "{call}: {}", r.describe());
-            let (findings, _) = r.summary_findings()?;
-            one_leak_at(py, &findings, marker, 40)?;
-            let r = run(py, &[&built], &driver(twin, after), Agent::Json(&[]));
-            ensure!(r.stdout == "ok\n", "{twin}: {}", r.describe());
-            let (findings, _) = r.summary_findings()?;
-            ensure!(findings.is_empty(), "{twin}: false findings: {findings:#?}");
+        for &(call, after, marker, twin) in KEPT_ARGUMENTS {
+            check_shape(py, &built, Shape { call, after, marker, twin, says: "passed to" })?;
         }
         Ok(())
     });
@@ -139,17 +156,8 @@ const RECEIVED: &[(&str, &str, &str)] = &[
 fn a_new_reference_to_an_object_made_elsewhere_never_released_is_named_at_the_call() {
     on_every_python("received", |py| {
         let built = fixture_for(py);
-        for (call, marker, twin) in RECEIVED {
-            let r = run(py, &[&built], &driver(call, ""), Agent::Json(&[]));
-            ensure!(r.stdout == "ok\n", "{call}: {}", r.describe());
-            let (findings, _) = r.summary_findings()?;
-            one_leak_at(py, &findings, marker, 40)?;
-            let f = &findings[0];
-            ensure!(f.evidence.contains("never released"), "{call}: evidence: {f:#?}");
-            let r = run(py, &[&built], &driver(twin, ""), Agent::Json(&[]));
-            ensure!(r.stdout == "ok\n", "{twin}: {}", r.describe());
-            let (findings, _) = r.summary_findings()?;
-            ensure!(findings.is_empty(), "{twin}: false findings: {findings:#?}");
+        for &(call, marker, twin) in RECEIVED {
+            check_shape(py, &built, Shape { call, after: "", marker, twin, says: "never released" })?;
         }
         Ok(())
     });
@@ -173,17 +181,14 @@ const SLOTS: &[(&str, &str)] = &[
 fn an_extra_reference_taken_in_a_type_slot_is_named_at_the_increment() {
     on_every_python("slots", |py| {
         let built = fixture_for(py);
-        for (call, marker) in SLOTS {
+        for &(call, marker) in SLOTS {
             let leaky = format!("k = references.Keeper(None); {call}");
-            let r = run(py, &[&built], &driver(&leaky, "del k"), Agent::Json(&[]));
-            ensure!(r.stdout == "ok\n", "{call}: {}", r.describe());
-            let (findings, _) = r.summary_findings()?;
-            one_leak_at(py, &findings, marker, 40)?;
             let twin = format!("k = references.Holder(None); {call}");
-            let r = run(py, &[&built], &driver(&twin, "del k"), Agent::Json(&[]));
-            ensure!(r.stdout == "ok\n", "{twin}: {}", r.describe());
-            let (findings, _) = r.summary_findings()?;
-            ensure!(findings.is_empty(), "{twin}: false findings: {findings:#?}");
+            check_shape(
+                py,
+                &built,
+                Shape { call: &leaky, after: "del k", marker, twin: &twin, says: "passed to" },
+            )?;
         }
         Ok(())
     });
@@ -203,17 +208,9 @@ const BUFFERS: &[(&str, &str, &str)] = &[
 fn a_buffer_never_released_is_named_where_it_was_taken() {
     on_every_python("buffers", |py| {
         let built = fixture_for(py);
-        for (call, marker, twin) in BUFFERS {
-            let r = run(py, &[&built], &driver(call, ""), Agent::Json(&[]));
-            ensure!(r.stdout == "ok\n", "{call}: {}", r.describe());
-            let (findings, _) = r.summary_findings()?;
-            one_leak_at(py, &findings, marker, 40)?;
-            let f = &findings[0];
-            ensure!(f.evidence.contains("PyBuffer_Release is missing"), "{call}: evidence: {f:#?}");
-            let r = run(py, &[&built], &driver(twin, ""), Agent::Json(&[]));
-            ensure!(r.stdout == "ok\n", "{twin}: {}", r.describe());
-            let (findings, _) = r.summary_findings()?;
-            ensure!(findings.is_empty(), "{twin}: false findings: {findings:#?}");
+        for &(call, marker, twin) in BUFFERS {
+            let says = "PyBuffer_Release is missing";
+            check_shape(py, &built, Shape { call, after: "", marker, twin, says })?;
         }
         Ok(())
     });

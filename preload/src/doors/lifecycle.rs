@@ -86,10 +86,10 @@ fn start(settings: &'static Settings) {
     hand_down(settings);
     count::set_sample(settings.sample);
     hooks::resolve();
-    methods::resolve();
+    methods::resolve(settings.sample);
     crate::follow::watch::configure(settings.watchpoints);
     let flavour = FLAVOUR.get_or_init(facts::flavour);
-    provenance::enable(flavour.gil);
+    provenance::enable(flavour.gil, settings.sample);
     *STARTED_AT.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     // SAFETY: the three handlers are `extern "C" fn()` that stay valid for
     // the life of the process (this library is never unloaded).

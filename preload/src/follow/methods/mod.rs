@@ -206,13 +206,14 @@ registrations! {
 }
 
 /// Looks up the interpreter's registration functions, and turns the stubs'
-/// sampling gate on under sampling (at start, once the sample is set,
-/// before any method is wrapped).
-pub fn resolve() {
+/// sampling gate on under `REFWATCH_SAMPLE=sample` > 1 (at start, before any
+/// method is wrapped). The gate is a byte the stubs' assembly reads: the
+/// setting's one value, set here once.
+pub fn resolve(sample: u32) {
     for (name, real, _) in registrations() {
         real.store(crate::python::api::address_of(name), Ordering::Relaxed);
     }
-    stubs::SAMPLING_ON.store(u8::from(crate::count::sample() > 1), Ordering::Relaxed);
+    stubs::SAMPLING_ON.store(u8::from(sample > 1), Ordering::Relaxed);
 }
 
 /// Where a GOT slot naming `name` should point, if it is a registration

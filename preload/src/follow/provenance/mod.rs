@@ -35,13 +35,13 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 
 const _: () = assert!(trampolines::ENTRIES >= apis::APIS.len());
 
-/// Starts following. Called at start, with the GIL held, before any GOT is
-/// patched.
-pub fn enable(gil: bool) {
+/// Starts following, under `REFWATCH_SAMPLE=sample`. Called at start, with
+/// the GIL held, before any GOT is patched.
+pub fn enable(gil: bool, sample: u32) {
     if !gil || !tracked::init() || !ledger::init() || !assoc::init() || !growth::init() || !received::init() {
         return;
     }
-    let sampling = crate::count::sample() > 1;
+    let sampling = sample > 1;
     for (k, api) in apis::APIS.iter().enumerate() {
         trampolines::API_FN[k].store(crate::python::api::address_of(api.name), Ordering::Relaxed);
         // Sampling thins the following of fresh objects; borrowed and stolen
