@@ -29,6 +29,8 @@ fn driver(call: &str, after: &str) -> String {
          def callback():\n    return obj\n\
          items = [obj]\n\
          data = b'made in Python %d' % len(__name__)\n\
+         made = []\n\
+         references.fill_fresh(made, 3)\n\
          for i in range(40):\n    {call}\n\
          {after}\n\
          print('ok')\n"
@@ -146,12 +148,16 @@ const RECEIVED: &[(&str, &str, &str)] = &[
     ("references.callback_kept(callback)", "ref-callback", "references.callback_kept_ok(callback)"),
     ("references.first_kept(items)", "ref-iternext", "references.first_kept_ok(items)"),
     ("references.item_kept(items)", "ref-getitem", "references.item_kept_ok(items)"),
+    // The extension made the item (right, at another line): the line that
+    // took the leaked references is still the one named.
+    ("references.item_kept(made)", "ref-getitem", "references.item_kept_ok(made)"),
 ];
 
 /// A new reference to an object that already had others (an attribute's
 /// value, a callback's result, an iterator's or a sequence's item), from
 /// `PyObject_GetAttrString`, `PyObject_CallObject`, `PyIter_Next`,
-/// `PySequence_GetItem`, never released: named at the call, exactly.
+/// `PySequence_GetItem`, never released: named at the call, exactly, also
+/// when the extension made the object itself elsewhere.
 #[test]
 fn a_new_reference_to_an_object_made_elsewhere_never_released_is_named_at_the_call() {
     on_every_python("received", |py| {

@@ -185,15 +185,24 @@ fn check_now() -> Option<(Vec<Finding>, Vec<Held>)> {
         let shared = unheld > 0 && shared(object);
         let by_increment = if shared { 0 } else { ledger.map_or(0, |e| e.net.max(0) as u64).min(unheld) };
         let rest = unheld - by_increment;
-        let by_creation = if s.site != 0 && !shared { rest } else { 0 };
-        let rest = rest - by_creation;
-        // New references to an object made elsewhere, never released: at
-        // most as many as the calls handed over.
-        let by_receipt = match received {
+        // New references to an object with others already, never released:
+        // at most as many as the calls handed over. The creator's own
+        // reference comes first, unless something holds the object: then
+        // that holder most likely has it (made, then stored), and the
+        // unheld ones are those handed over since.
+        let receipts = |rest: u64| match received {
             Some(r) if rest > 0 && !shared => r.count.min(rest),
             _ => 0,
         };
-        let rest = rest - by_receipt;
+        let creation = |rest: u64| if s.site != 0 && !shared { rest } else { 0 };
+        let (by_creation, by_receipt) = if held_by > 0 && received.is_some() {
+            let by_receipt = receipts(rest);
+            (creation(rest - by_receipt), by_receipt)
+        } else {
+            let by_creation = creation(rest);
+            (by_creation, receipts(rest - by_creation))
+        };
+        let rest = rest - by_creation - by_receipt;
         // Only when the method calls left at least the unheld references
         // (a container the calls also stored it in may have let go of its
         // own since).
