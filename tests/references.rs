@@ -221,3 +221,17 @@ fn a_buffer_never_released_is_named_where_it_was_taken() {
         Ok(())
     });
 }
+
+/// A slot function whose address the extension's own code takes (a
+/// `tp_new` that checks `type->tp_init == my_init`, as multidict's proxies
+/// do) keeps its identity: the program runs as without refwatch.
+#[test]
+fn a_slot_the_extension_compares_by_address_keeps_its_identity() {
+    on_every_python("compared", |py| {
+        let built = fixture_for(py);
+        let code = driver("references.Compared()", "");
+        let r = run(py, &[&built], &code, Agent::Json(&[]));
+        ensure!(r.stdout == "ok\n" && r.status.success(), "{}", r.describe());
+        Ok(())
+    });
+}

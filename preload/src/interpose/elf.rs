@@ -70,9 +70,18 @@ impl Loaded {
 
     /// Address ranges of its writable loadable segments (`.data`, `.bss`).
     pub fn writable_ranges(&self) -> Vec<Range<usize>> {
+        self.ranges_with(elf::PF_W.0)
+    }
+
+    /// Address ranges of its executable loadable segments (`.text`).
+    pub fn executable_ranges(&self) -> Vec<Range<usize>> {
+        self.ranges_with(elf::PF_X.0)
+    }
+
+    fn ranges_with(&self, flag: u32) -> Vec<Range<usize>> {
         self.phdrs
             .iter()
-            .filter(|p| p.p_type == elf::PT_LOAD.0 && p.p_flags & elf::PF_W.0 != 0)
+            .filter(|p| p.p_type == elf::PT_LOAD.0 && p.p_flags & flag != 0)
             .map(|p| {
                 let start = self.bias + p.p_vaddr as usize;
                 start..start + p.p_memsz as usize

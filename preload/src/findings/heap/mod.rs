@@ -199,7 +199,11 @@ impl Walk<'_> {
                 return;
             }
             let type_object = layout::type_of(object);
-            if self.atomic.contains(type_object) || !self.seen.insert(object) {
+            // A subclass of str, bytes or int a watched extension defines
+            // may hold references in fields of its own (multidict's `istr`
+            // keeps its canonical str): read like its other types.
+            let atomic = self.atomic.contains(type_object) && !self.defined_by_extension(type_object);
+            if atomic || !self.seen.insert(object) {
                 return;
             }
             if layout::type_flags(type_object) & layout::TYPE_SUBCLASS != 0 {
@@ -429,7 +433,7 @@ impl Walk<'_> {
             dict_traverse(dict as *mut PyObject, count_visit, &mut visits as *mut usize as *mut c_void)
         };
         let mut items = 0usize;
-        let mut keys = Vec::new();
+        let (mut keys, mut all_keys) = (Vec::new(), Vec::new());
         let (mut at, mut key, mut value) = (0isize, std::ptr::null_mut(), std::ptr::null_mut());
         // SAFETY: caller's contract; PyDict_Next reads the table in place.
         while unsafe { (self.api.dict_next)(dict as *mut PyObject, &mut at, &mut key, &mut value) } != 0 {
@@ -437,10 +441,17 @@ impl Walk<'_> {
             if self.chosen.contains(key as usize) {
                 keys.push(key as usize);
             }
+            all_keys.push(key as usize);
         }
         if visits < 2 * items {
             for key in keys {
                 self.count(key);
+            }
+            // The keys the traversal skipped are met here: a str subclass
+            // of an extension's holds what its fields point at.
+            for key in all_keys {
+                // SAFETY: a key of a live dict is alive.
+                unsafe { self.meet(key) };
             }
         }
     }

@@ -8,7 +8,11 @@
 //! Only functions of the watched extensions themselves are wrapped: a slot
 //! that names one of the interpreter's own (`PyType_GenericNew`,
 //! `PyObject_GenericSetAttr`) keeps its identity, which the interpreter
-//! compares. A static type's slots are wrapped when the extension readies
+//! compares. So does a function whose address the extension's code takes
+//! (`if (type->tp_init == my_init)`, a function passed as a pointer): its
+//! code is scanned once for RIP-relative `lea`s, which is how position-
+//! independent code takes a function's address (a byte pattern read as one
+//! by chance only keeps a function unwrapped). A static type's slots are wrapped when the extension readies
 //! it (`PyType_Ready`), a heap type's in its spec before the interpreter
 //! copies them (`PyType_From*Spec*`); a slot table two types share is
 //! wrapped once. `tp_dealloc` is left to the death stubs, which already
@@ -16,7 +20,9 @@
 
 use super::{wrap_function, METH_NOARGS, METH_O, METH_VARARGS};
 use crate::python::layout;
+use std::collections::{HashMap, HashSet};
 use std::ffi::c_int;
+use std::sync::Mutex;
 
 /// Calling conventions of slots, beyond the `METH_*` flags (bits no
 /// `PyMethodDef` uses).
@@ -74,8 +80,43 @@ unsafe fn wrap(slot: usize, flags: u32) {
     if function == 0 || super::stubs::index_of(function).is_some() {
         return;
     }
-    if crate::interpose::watched().iter().any(|w| w.contains(function)) {
+    if crate::interpose::watched().iter().any(|w| w.contains(function)) && !address_taken_in_code(function) {
         wrap_function(slot, function, flags);
+    }
+}
+
+/// Per loaded object (by load bias), the addresses its code takes with a
+/// RIP-relative `lea`.
+static TAKEN: Mutex<Option<HashMap<usize, HashSet<usize>>>> = Mutex::new(None);
+
+/// Whether the code of the object `function` lies in takes its address.
+fn address_taken_in_code(function: usize) -> bool {
+    let Some(object) = crate::interpose::objects::object_at(function) else { return true };
+    let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+    let by_object = taken.get_or_insert_with(HashMap::new);
+    let addresses = by_object.entry(object.bias).or_insert_with(|| {
+        let mut addresses = HashSet::new();
+        for range in object.executable_ranges() {
+            // SAFETY: the executable segment of a loaded object is mapped
+            // and readable for its whole length.
+            let code = unsafe { std::slice::from_raw_parts(range.start as *const u8, range.len()) };
+            lea_targets(code, range.start, &mut addresses);
+        }
+        addresses
+    });
+    addresses.contains(&function)
+}
+
+/// Adds to `out` the target of every `lea r64, [rip + disp32]` in `code`
+/// (at `address`): a REX.W prefix (0x48 to 0x4f), 0x8d, a ModRM byte with
+/// mod 00 and r/m 101, then the displacement from the next instruction.
+fn lea_targets(code: &[u8], address: usize, out: &mut HashSet<usize>) {
+    for (i, window) in code.windows(7).enumerate() {
+        if window[0] & 0xf8 == 0x48 && window[1] == 0x8d && window[2] & 0xc7 == 0x05 {
+            let displacement = i32::from_le_bytes([window[3], window[4], window[5], window[6]]);
+            let next = address + i + 7;
+            out.insert(next.wrapping_add_signed(displacement as isize));
+        }
     }
 }
 
@@ -136,5 +177,26 @@ pub unsafe fn wrap_spec_slot(id: c_int, pfunc: usize) {
         } else if id == GETSET_SPEC_ID {
             wrap_setters((pfunc as *const usize).read());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lea_targets;
+    use std::collections::HashSet;
+
+    #[test]
+    fn a_rip_relative_lea_gives_its_target_and_other_bytes_do_not() {
+        // lea rax, [rip + 0x10]; lea r8, [rip - 4]; mov rax, [rip + 0x10];
+        // lea rax, [rax + 0x10] (not RIP-relative).
+        let code = [
+            0x48, 0x8d, 0x05, 0x10, 0x00, 0x00, 0x00, //
+            0x4c, 0x8d, 0x05, 0xfc, 0xff, 0xff, 0xff, //
+            0x48, 0x8b, 0x05, 0x10, 0x00, 0x00, 0x00, //
+            0x48, 0x8d, 0x40, 0x10, 0x90, 0x90, 0x90,
+        ];
+        let mut targets = HashSet::new();
+        lea_targets(&code, 0x1000, &mut targets);
+        assert_eq!(targets, HashSet::from([0x1000 + 7 + 0x10, 0x1000 + 14 - 4]));
     }
 }
