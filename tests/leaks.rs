@@ -416,9 +416,11 @@ fn references_held_where_traversals_do_not_report_them_are_not_leaks() {
                     holders.cache(6)\n\
                     ordered, plain = collections.OrderedDict(), {}\n\
                     holders.fill(ordered, 5); holders.fill(plain, 5)\n\
-                    print(len(kept), len(ordered), len(plain), holders.WIDTH)\n";
+                    kept += [holders.fold('Listed%d' % i) for i in range(5)]\n\
+                    keyed = {holders.fold('Key%d' % i): i for i in range(5)}\n\
+                    print(len(kept), len(ordered), len(plain), len(keyed), holders.WIDTH)\n";
         let r = run(py, &[&built], code, Agent::Json(&[]));
-        ensure!(r.status.success() && r.stdout == "13 5 5 100002\n", "{}", r.describe());
+        ensure!(r.status.success() && r.stdout == "18 5 5 5 100002\n", "{}", r.describe());
         let (findings, _) = r.summary_findings()?;
         ensure!(findings.is_empty(), "{findings:#?}");
         Ok(())
