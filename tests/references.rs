@@ -235,3 +235,19 @@ fn a_slot_the_extension_compares_by_address_keeps_its_identity() {
         Ok(())
     });
 }
+
+/// A method called with `None` that lets go of a cache holding `None` and
+/// returns `None` (`Py_RETURN_NONE`) is correct: on 3.11 and older `None`'s
+/// refcount is the same before and after, and still no finding.
+#[test]
+fn returning_none_after_releasing_a_cache_of_none_is_not_an_over_release() {
+    on_every_python("none", |py| {
+        let built = fixture_for(py);
+        let code = driver("references.cache_none(); references.drop_cache(None)", "");
+        let r = run(py, &[&built], &code, Agent::Json(&[]));
+        ensure!(r.stdout == "ok\n" && r.status.success(), "{}", r.describe());
+        let (findings, _) = r.summary_findings()?;
+        ensure!(findings.is_empty(), "false findings: {findings:#?}");
+        Ok(())
+    });
+}

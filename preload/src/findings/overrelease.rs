@@ -263,6 +263,14 @@ pub unsafe fn freed(object: usize, association: &Association, lent_in_call: bool
 /// # Safety
 /// The caller holds the GIL; `object` is alive (its caller holds it).
 pub unsafe fn returned_unowned(method: u32, object: usize, before: u64, after: u64) {
+    // A static object of the interpreter's (None, True, an empty tuple's
+    // singleton in its data) is shared by everything: a call that let go of
+    // cached references to it and returned it with a reference of its own
+    // (`Py_RETURN_NONE`) leaves it where it was. Before 3.12 made such
+    // objects immortal, their refcounts cannot tell this call's part.
+    if crate::interpose::objects::object_at(object).is_some() {
+        return;
+    }
     // SAFETY: caller's contract.
     let type_name = unsafe { layout::type_name(layout::type_of(object)) };
     let place = symbolize::function_place(crate::follow::methods::function_of(method));
