@@ -251,3 +251,27 @@ fn returning_none_after_releasing_a_cache_of_none_is_not_an_over_release() {
         Ok(())
     });
 }
+
+/// Objects held only by the locals of a daemon thread still blocked at exit
+/// are held: no finding.
+#[test]
+fn locals_of_a_thread_blocked_at_exit_hold_their_objects() {
+    on_every_python("blocked thread", |py| {
+        let built = fixture_for(py);
+        let code = "import threading, references\n\
+                    ready, never = threading.Event(), threading.Event()\n\
+                    def worker():\n    \
+                        a, b, c = references.fresh(1), references.fresh(2), references.fresh(3)\n    \
+                        ready.set()\n    \
+                        never.wait()\n    \
+                        print(a, b, c)\n\
+                    threading.Thread(target=worker, daemon=True).start()\n\
+                    ready.wait()\n\
+                    print('ok')\n";
+        let r = run(py, &[&built], code, Agent::Json(&[]));
+        ensure!(r.stdout == "ok\n" && r.status.success(), "{}", r.describe());
+        let (findings, _) = r.summary_findings()?;
+        ensure!(findings.is_empty(), "false findings: {findings:#?}");
+        Ok(())
+    });
+}

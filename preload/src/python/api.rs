@@ -59,6 +59,7 @@ api! {
     add_pending_call: c"Py_AddPendingCall" =>
         fn(unsafe extern "C" fn(*mut c_void) -> c_int, *mut c_void) -> c_int,
     dict_new: c"PyDict_New" => fn() -> *mut PyObject,
+    err_clear: c"PyErr_Clear" => fn(),
     dict_set_item_string: c"PyDict_SetItemString" =>
         fn(*mut PyObject, *const c_char, *mut PyObject) -> c_int,
     eval_get_builtins: c"PyEval_GetBuiltins" => fn() -> *mut PyObject,

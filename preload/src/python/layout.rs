@@ -278,6 +278,12 @@ pub unsafe fn is_cached_singleton(object: usize) -> bool {
     unsafe { size(object) <= 1 }
 }
 
+/// Whether a running function's frame object leaves its locals out of its
+/// traversal (3.11+: the thread's stack holds them, the collector's roots).
+pub fn locals_left_out_of_frames() -> bool {
+    MINOR.load(Ordering::Relaxed) >= 11
+}
+
 /// Whether the reference tracer (`PyRefTracer_SetTracer`, 3.13+) is told
 /// of every death. Not on 3.13: its eval loop deallocates with its own
 /// `Py_DECREF` that skips the tracer (CPython gh-130382, fixed in 3.13.3),

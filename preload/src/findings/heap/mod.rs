@@ -165,7 +165,32 @@ pub unsafe fn count_holders(chosen: &Chosen, counts: &mut [u32], memory: &Readab
     // SAFETY: only readable words are read; `static_roots` checks that a
     // word is a code object before it is read.
     unsafe { walk.static_roots() };
-    runtime::with_gc_objects(|list| {
+    // The frames of every thread (a daemon thread blocked at exit, the
+    // threads running during a periodic check) hold their locals; from
+    // 3.11 they are no objects until asked for, and so no traversal sees
+    // them: made into frame objects here, they are walked.
+    // SAFETY: the GIL is held (caller's contract).
+    let frames = unsafe { thread_frames() };
+    let mut locals = Vec::new();
+    for &frame in &frames {
+        // SAFETY: a frame object this walk holds; an untracked one (a
+        // running function's) is queued. From 3.11 the traversal of a
+        // running function's frame leaves its locals out: each is counted
+        // here, read from a dict of them (itself walked: it holds them too).
+        unsafe {
+            walk.meet(frame);
+            if let Some(dict) = locals_of(api, frame) {
+                let (mut at, mut key, mut value) = (0isize, std::ptr::null_mut(), std::ptr::null_mut());
+                while (api.dict_next)(dict as *mut PyObject, &mut at, &mut key, &mut value) != 0 {
+                    walk.count(value as usize);
+                    walk.meet(value as usize);
+                }
+                walk.meet(dict);
+                locals.push(dict);
+            }
+        }
+    }
+    let walked = runtime::with_gc_objects(|list| {
         // SAFETY: the list holds every tracked object while it is read
         // (`gc.get_objects` leaves the list itself out).
         unsafe {
@@ -176,8 +201,97 @@ pub unsafe fn count_holders(chosen: &Chosen, counts: &mut [u32], memory: &Readab
                 walk.traverse(object);
             }
         }
-    })
+    });
+    for object in locals.into_iter().chain(frames) {
+        // SAFETY: new references this walk took, each given back once.
+        unsafe { (api.decref)(object as *mut PyObject) };
+    }
+    walked
 }
+
+/// A new dict of the locals of a running function's `frame` (3.11+, where
+/// its traversal leaves them out), or `None`.
+///
+/// # Safety
+/// The GIL is held; `frame` is a live frame object.
+unsafe fn locals_of(api: &Api, frame: usize) -> Option<usize> {
+    type Unary = unsafe extern "C" fn(usize) -> usize;
+    type Update = unsafe extern "C" fn(usize, usize) -> std::ffi::c_int;
+    if !layout::locals_left_out_of_frames() {
+        return None;
+    }
+    let (get_locals, update) = (export(c"PyFrame_GetLocals"), export(c"PyDict_Update"));
+    if get_locals == 0 || update == 0 {
+        return None;
+    }
+    // SAFETY: the interpreter's functions of these names and signatures;
+    // the GIL is held; every result is checked and released once. An error
+    // they raise is cleared (the check runs where none is pending).
+    unsafe {
+        let mapping = std::mem::transmute::<usize, Unary>(get_locals)(frame);
+        if mapping == 0 {
+            (api.err_clear)();
+            return None;
+        }
+        // A dict on 3.11 and 3.12 (the frame's own f_locals), a proxy from
+        // 3.13: copied into a dict of this walk's either way.
+        let dict = (api.dict_new)() as usize;
+        let copied = dict != 0 && std::mem::transmute::<usize, Update>(update)(dict, mapping) == 0;
+        (api.decref)(mapping as *mut PyObject);
+        if !copied {
+            (api.err_clear)();
+            if dict != 0 {
+                (api.decref)(dict as *mut PyObject);
+            }
+            return None;
+        }
+        Some(dict)
+    }
+}
+
+/// New references to the frame objects of every thread's Python stack,
+/// innermost to outermost (empty where the interpreter lacks the calls).
+///
+/// # Safety
+/// The GIL is held.
+unsafe fn thread_frames() -> Vec<usize> {
+    type Interpreter = unsafe extern "C" fn() -> usize;
+    type Next = unsafe extern "C" fn(usize) -> usize;
+    let [interpreter, head, next, frame_of, back] = [
+        c"PyInterpreterState_Get",
+        c"PyInterpreterState_ThreadHead",
+        c"PyThreadState_Next",
+        c"PyThreadState_GetFrame",
+        c"PyFrame_GetBack",
+    ]
+    .map(export);
+    let mut frames = Vec::new();
+    if [interpreter, head, next, frame_of, back].contains(&0) {
+        return frames;
+    }
+    // SAFETY: the interpreter's own functions of these names and C
+    // signatures (the first takes nothing, the others a pointer, and each
+    // returns one); with the GIL held the list of thread states is stable;
+    // frames are new references.
+    unsafe {
+        let interpreter = std::mem::transmute::<usize, Interpreter>(interpreter);
+        let [head, next, frame_of, back] =
+            [head, next, frame_of, back].map(|f| std::mem::transmute::<usize, Next>(f));
+        let mut thread = head(interpreter());
+        while thread != 0 && frames.len() < MAX_FRAMES {
+            let mut frame = frame_of(thread);
+            while frame != 0 && frames.len() < MAX_FRAMES {
+                frames.push(frame);
+                frame = back(frame);
+            }
+            thread = next(thread);
+        }
+    }
+    frames
+}
+
+/// Frames made into objects for a walk, at most.
+const MAX_FRAMES: usize = 100_000;
 
 impl Walk<'_> {
     /// Handles an object met the first time that the collector does not
