@@ -427,6 +427,20 @@ fn references_held_where_traversals_do_not_report_them_are_not_leaks() {
     });
 }
 
+/// A module's state without `m_traverse` (as ijson 3.6.0's) holds what it
+/// points at.
+#[test]
+fn objects_in_a_module_state_without_traverse_are_held() {
+    on_every_python("module state", |py| {
+        let built = fixture::build(py, "state.c", "state", &[]);
+        let r = run(py, &[&built], "import state\nprint(state.name(1))\n", Agent::Json(&[]));
+        ensure!(r.status.success() && r.stdout == "kept in the state 1\n", "{}", r.describe());
+        let (findings, _) = r.summary_findings()?;
+        ensure!(findings.is_empty(), "{findings:#?}");
+        Ok(())
+    });
+}
+
 #[test]
 fn the_standard_library_watched_whole_gives_no_finding() {
     // Any finding here is a false one: the interpreter's own extensions are

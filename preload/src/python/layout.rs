@@ -209,6 +209,17 @@ pub unsafe fn module_def_copy(def: usize) -> usize {
     unsafe { ((def + EXTRA.load(Ordering::Relaxed) + 16 + 2 * 8) as *const usize).read() }
 }
 
+/// `m_size` and `m_traverse` of a `PyModuleDef` (words 5 and 8 after its
+/// object header, as for `module_def_methods`).
+///
+/// # Safety
+/// `def` is a module definition.
+pub unsafe fn module_def_size_and_traverse(def: usize) -> (isize, usize) {
+    let at = def + EXTRA.load(Ordering::Relaxed) + 16;
+    // SAFETY: caller's contract.
+    unsafe { (((at + 5 * 8) as *const isize).read(), ((at + 8 * 8) as *const usize).read()) }
+}
+
 /// `m_methods` of a `PyModuleDef`: after its `PyModuleDef_Base` (an object
 /// header, `m_init`, `m_index`, `m_copy`), `m_name`, `m_doc` and `m_size`.
 ///

@@ -93,6 +93,10 @@ struct Walk<'a> {
     memory: &'a Readable,
     /// Per type met: whether a watched extension defines it.
     extension_types: FxHashMap<usize, bool>,
+    /// The module type, and the module definitions the watched extensions
+    /// registered (for their modules' state).
+    module_type: usize,
+    module_defs: Vec<usize>,
     /// Objects met that the collector does not track, handled once each.
     seen: FxHashSet<usize>,
     todo: Vec<usize>,
@@ -136,6 +140,8 @@ pub unsafe fn count_holders(chosen: &Chosen, counts: &mut [u32], memory: &Readab
         watched: crate::interpose::objects::watched(),
         memory,
         extension_types: FxHashMap::default(),
+        module_type: export(c"PyModule_Type"),
+        module_defs: crate::follow::methods::module_defs(),
         seen: FxHashSet::default(),
         todo: Vec::new(),
     };
@@ -478,6 +484,9 @@ impl Walk<'_> {
             if layout::type_flags(type_object) & layout::DICT_SUBCLASS != 0 {
                 self.count_skipped_keys(object);
             }
+            if type_object == self.module_type && type_object != 0 {
+                self.count_untraversed_state(object);
+            }
         }
     }
 
@@ -566,6 +575,45 @@ impl Walk<'_> {
             for key in all_keys {
                 // SAFETY: a key of a live dict is alive.
                 unsafe { self.meet(key) };
+            }
+        }
+    }
+
+    /// A watched extension's module whose definition has state and no
+    /// `m_traverse` holds what its state points at unreported: each word of
+    /// the state counts, as does each word of a heap block it points at.
+    ///
+    /// # Safety
+    /// `module` is a live module object; the GIL is held.
+    unsafe fn count_untraversed_state(&mut self, module: usize) {
+        type Unary = unsafe extern "C" fn(usize) -> usize;
+        let (get_def, get_state) = (export(c"PyModule_GetDef"), export(c"PyModule_GetState"));
+        if get_def == 0 || get_state == 0 {
+            return;
+        }
+        // SAFETY: the interpreter's functions of these names and signatures
+        // (a module in, a pointer out); the state is `m_size` bytes, read
+        // only where readable.
+        unsafe {
+            let def = std::mem::transmute::<usize, Unary>(get_def)(module);
+            if def == 0 || !self.module_defs.contains(&def) {
+                return;
+            }
+            let (size, traverse) = layout::module_def_size_and_traverse(def);
+            let state = std::mem::transmute::<usize, Unary>(get_state)(module);
+            if traverse != 0 || size <= 0 || state == 0 || !self.memory.contains(state, size as usize) {
+                return;
+            }
+            let words = std::slice::from_raw_parts(state as *const usize, size as usize / 8);
+            for &word in words {
+                if self.count(word) || self.is_object(word) {
+                    continue;
+                }
+                if let Some(block) = blocks::block_words(word, self.memory) {
+                    for &held in block {
+                        self.count(held);
+                    }
+                }
             }
         }
     }
