@@ -89,6 +89,15 @@ fn check_shape(py: &Python, built: &Built, shape: Shape<'_>) -> Result<(), Strin
     Ok(())
 }
 
+/// Runs `code` under refwatch: it prints "ok", exits 0, and nothing is found.
+fn runs_clean(py: &Python, built: &Built, code: &str) -> Result<(), String> {
+    let r = run(py, &[built], code, Agent::Json(&[]));
+    ensure!(r.stdout == "ok\n" && r.status.success(), "{}", r.describe());
+    let (findings, _) = r.summary_findings()?;
+    ensure!(findings.is_empty(), "false findings: {findings:#?}");
+    Ok(())
+}
+
 /// (buggy call, what empties the container after, marker, correct twin).
 const KEPT_ARGUMENTS: &[(&str, &str, &str, &str)] = &[
     (
@@ -132,12 +141,7 @@ fn an_argument_kept_with_an_extra_reference_is_named_at_the_increment() {
 fn a_method_caching_its_latest_argument_is_not_a_leak() {
     on_every_python("cache", |py| {
         let built = fixture_for(py);
-        let code = driver("references.remember_latest('latest %d' % i)", "");
-        let r = run(py, &[&built], &code, Agent::Json(&[]));
-        ensure!(r.stdout == "ok\n", "{}", r.describe());
-        let (findings, _) = r.summary_findings()?;
-        ensure!(findings.is_empty(), "false findings: {findings:#?}");
-        Ok(())
+        runs_clean(py, &built, &driver("references.remember_latest('latest %d' % i)", ""))
     });
 }
 
@@ -229,10 +233,7 @@ fn a_buffer_never_released_is_named_where_it_was_taken() {
 fn a_slot_the_extension_compares_by_address_keeps_its_identity() {
     on_every_python("compared", |py| {
         let built = fixture_for(py);
-        let code = driver("references.Compared()", "");
-        let r = run(py, &[&built], &code, Agent::Json(&[]));
-        ensure!(r.stdout == "ok\n" && r.status.success(), "{}", r.describe());
-        Ok(())
+        runs_clean(py, &built, &driver("references.Compared()", ""))
     });
 }
 
@@ -243,12 +244,7 @@ fn a_slot_the_extension_compares_by_address_keeps_its_identity() {
 fn returning_none_after_releasing_a_cache_of_none_is_not_an_over_release() {
     on_every_python("none", |py| {
         let built = fixture_for(py);
-        let code = driver("references.cache_none(); references.drop_cache(None)", "");
-        let r = run(py, &[&built], &code, Agent::Json(&[]));
-        ensure!(r.stdout == "ok\n" && r.status.success(), "{}", r.describe());
-        let (findings, _) = r.summary_findings()?;
-        ensure!(findings.is_empty(), "false findings: {findings:#?}");
-        Ok(())
+        runs_clean(py, &built, &driver("references.cache_none(); references.drop_cache(None)", ""))
     });
 }
 
@@ -268,10 +264,6 @@ fn locals_of_a_thread_blocked_at_exit_hold_their_objects() {
                     threading.Thread(target=worker, daemon=True).start()\n\
                     ready.wait()\n\
                     print('ok')\n";
-        let r = run(py, &[&built], code, Agent::Json(&[]));
-        ensure!(r.stdout == "ok\n" && r.status.success(), "{}", r.describe());
-        let (findings, _) = r.summary_findings()?;
-        ensure!(findings.is_empty(), "false findings: {findings:#?}");
-        Ok(())
+        runs_clean(py, &built, code)
     });
 }
