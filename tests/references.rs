@@ -30,6 +30,7 @@ fn driver(call: &str, after: &str) -> String {
          items = [obj]\n\
          data = b'made in Python %d' % len(__name__)\n\
          made = []\n\
+         mapping = {{'key': obj}}\n\
          references.fill_fresh(made, 3)\n\
          for i in range(40):\n    {call}\n\
          {after}\n\
@@ -152,6 +153,7 @@ const RECEIVED: &[(&str, &str, &str)] = &[
     ("references.callback_kept(callback)", "ref-callback", "references.callback_kept_ok(callback)"),
     ("references.first_kept(items)", "ref-iternext", "references.first_kept_ok(items)"),
     ("references.item_kept(items)", "ref-getitem", "references.item_kept_ok(items)"),
+    ("references.mapped_kept(mapping)", "ref-getitem-mapping", "references.mapped_kept_ok(mapping)"),
     // The extension made the item (right, at another line): the line that
     // took the leaked references is still the one named.
     ("references.item_kept(made)", "ref-getitem", "references.item_kept_ok(made)"),
@@ -265,5 +267,45 @@ fn locals_of_a_thread_blocked_at_exit_hold_their_objects() {
                     ready.wait()\n\
                     print('ok')\n";
         runs_clean(py, &built, code)
+    });
+}
+
+/// A parsed argument (`PyArg_ParseTuple` "O") given an extra reference
+/// before `PyDict_SetItem`, by a `METH_VARARGS` function that releases the
+/// GIL inside the call, called from four threads at once: one leak at the
+/// increment, with every thread's references; the twin gives nothing.
+#[test]
+fn an_extra_reference_from_four_threads_with_the_gil_released_is_named_at_the_increment() {
+    on_every_python("threads", |py| {
+        let built = fixture_for(py);
+        let threaded = |call: &str| {
+            format!(
+                "import threading, references\n\
+                 obj = 'made in Python %d' % len(__name__)\n\
+                 def work(t):\n    d = {{}}\n    for i in range(10):\n        {call}\n\
+                 ts = [threading.Thread(target=work, args=(t,)) for t in range(4)]\n\
+                 [t.start() for t in ts]\n[t.join() for t in ts]\n\
+                 print('ok')\n"
+            )
+        };
+        let r = run(py, &[&built], &threaded("references.tag_extra(d, (t, i), obj)"), Agent::Json(&[]));
+        ensure!(r.stdout == "ok\n", "{}", r.describe());
+        let (findings, _) = r.summary_findings()?;
+        // Other threads' calls touch the same refcount while the GIL is
+        // released: the watchpoints may not pin one line, and the finding
+        // is then at function level, at that line, the first of its
+        // candidates (before 3.12 `Py_RETURN_NONE`'s increment is another).
+        let line = marker_line(SOURCE, "ref-setitem-extra");
+        match &findings[..] {
+            [f] if f.precision == Precision::Function
+                && f.line == Some(line)
+                && f.candidates.first() == Some(&line)
+                && f.count == 40 =>
+            {
+                loud(&format!("NOT PINNED on {}: {}", py.label, f.evidence))
+            }
+            _ => one_leak_at(py, &findings, "ref-setitem-extra", 40)?,
+        }
+        runs_clean(py, &built, &threaded("references.tag_extra_ok(d, (t, i), obj)"))
     });
 }
