@@ -309,3 +309,33 @@ fn an_extra_reference_from_four_threads_with_the_gil_released_is_named_at_the_in
         runs_clean(py, &built, &threaded("references.tag_extra_ok(d, (t, i), obj)"))
     });
 }
+
+/// A member set from Python in `tp_init` that `tp_dealloc` forgets to
+/// release: named at the deallocator, with the member's offset; the twin
+/// that releases it gives nothing.
+#[test]
+fn a_member_the_deallocator_forgets_is_named_at_the_deallocator() {
+    on_every_python("dealloc", |py| {
+        let built = fixture_for(py);
+        let r = run(py, &[&built], &driver("references.Forgetful(obj)", ""), Agent::Json(&[]));
+        ensure!(r.stdout == "ok\n", "{}", r.describe());
+        let (findings, _) = r.summary_findings()?;
+        // The deallocator's first line; the member follows the object
+        // header (two more words with the reference tracer's links before
+        // 3.13, which keeps them elsewhere).
+        let line = marker_line(SOURCE, "ref-dealloc-forgets");
+        let offset = if py.probe.trace_refs && !py.at_least(3, 13) { 32 } else { 16 };
+        let [f] = &findings[..] else { return Err(format!("expected one finding: {findings:#?}")) };
+        ensure!(
+            f.kind == FindingKind::Leak
+                && f.function.as_deref() == Some("forgetful_dealloc")
+                && f.line == Some(line)
+                && f.precision == Precision::Function
+                && f.count + 2 >= 40
+                && f.count <= 40
+                && f.evidence.contains(&format!("offset {offset} of their struct")),
+            "{f:#?}"
+        );
+        runs_clean(py, &built, &driver("references.Remembering(obj)", ""))
+    });
+}

@@ -123,6 +123,9 @@ enum How {
     /// A new-reference call here returned the object, which had other
     /// references already, and the reference was never released.
     Received,
+    /// This deallocator freed instances that held the object at this offset
+    /// of their struct without releasing it.
+    Dealloc(u32),
     /// Its visible increments outnumber its decrements.
     Increments,
     /// Calls of this method left them on an argument, without a visible
@@ -203,6 +206,13 @@ fn check_now() -> Option<(Vec<Finding>, Vec<Held>)> {
             (by_creation, receipts(rest - by_creation))
         };
         let rest = rest - by_creation - by_receipt;
+        // References instances held, which their deallocator did not
+        // release (at most as many as it left).
+        let by_dealloc = match growth {
+            Some(g) if g.dealloc != 0 && rest > 0 && !shared => u64::from(g.dealloc_left).min(rest),
+            _ => 0,
+        };
+        let rest = rest - by_dealloc;
         // Only when the method calls left at least the unheld references
         // (a container the calls also stored it in may have let go of its
         // own since).
@@ -226,6 +236,17 @@ fn check_now() -> Option<(Vec<Finding>, Vec<Held>)> {
                     place: symbolize::place_of(r.main_site().ra),
                     candidates: Vec::new(),
                     how: How::Received,
+                }),
+            ),
+            (
+                by_dealloc,
+                growth.filter(|g| g.dealloc != 0).map(|g| {
+                    let dealloc = crate::follow::methods::function_of(g.dealloc - 1);
+                    Blame {
+                        place: symbolize::function_place(dealloc),
+                        candidates: Vec::new(),
+                        how: How::Dealloc(g.offset),
+                    }
                 }),
             ),
             (
@@ -411,7 +432,8 @@ fn conclude(tallies: HashMap<Blame, Tally>) -> (Vec<Finding>, Vec<Held>) {
             ..tally
         };
         if leaked && place.module.is_some() {
-            let precision = if blame.candidates.is_empty() && blame.how != How::MethodCalls {
+            let at_function = matches!(blame.how, How::MethodCalls | How::Dealloc(_));
+            let precision = if blame.candidates.is_empty() && !at_function {
                 Precision::Exact
             } else {
                 Precision::Function
@@ -473,6 +495,14 @@ fn evidence(blame: &Blame, tally: &Tally, type_name: &str, created: Option<u64>,
         let why =
             crate::follow::watch::unavailable().unwrap_or_else(|| "no watched call pinned one line".into());
         return format!("{left} (an inline Py_INCREF no hook sees; {candidates}; not pinned: {why})");
+    }
+    if let How::Dealloc(offset) = blame.how {
+        let function = blame.place.function.as_deref().unwrap_or("this deallocator");
+        return format!(
+            "{n} {type_name} objects keep {refs} reference(s) that nothing holds: instances held them (the member at \
+             offset {offset} of their struct) and {function} freed those instances without releasing them (a \
+             Py_XDECREF of the member is missing)"
+        );
     }
     if blame.how == How::Received {
         let api = most_common(&tally.apis).unwrap_or("?");

@@ -223,6 +223,58 @@ pub fn entry_for(name: &[u8]) -> Option<usize> {
     (real.load(Ordering::Relaxed) != 0).then_some(entry)
 }
 
+/// A deallocator is called with `instance`: its struct's words that are
+/// objects calls left references on (`growth`), and their refcounts.
+///
+/// # Safety
+/// `instance` is the object being deallocated (intact until the real
+/// deallocator runs); the GIL is held.
+unsafe fn dealloc_enter(frame: &mut Frame, instance: usize) {
+    frame.count = 0;
+    // SAFETY: caller's contract: the instance and its type are alive; its
+    // struct is `basicsize` bytes; a word is read as an object only once
+    // `is_grown` says it is a live one.
+    unsafe {
+        let size = layout::basicsize(layout::type_of(instance));
+        let header = layout::refcount_offset() + 16;
+        let mut offset = header;
+        while offset + 8 <= size && frame.count < ARGUMENTS {
+            let word = ((instance + offset) as *const usize).read();
+            if super::provenance::growth::is_grown(word) {
+                frame.objects[frame.count] = word;
+                frame.before[frame.count] = layout::refcount(word);
+                frame.offsets[frame.count] = offset as u32;
+                frame.count += 1;
+            }
+            offset += 8;
+        }
+    }
+}
+
+/// After deallocator `k`: a member still alive whose refcount did not go
+/// down was not released.
+///
+/// # Safety
+/// The GIL is held.
+unsafe fn dealloc_exit(k: u32, frame: &Frame) {
+    for i in 0..frame.count.min(ARGUMENTS) {
+        let object = frame.objects[i];
+        // SAFETY: `is_grown` again: a member the deallocator freed is gone
+        // from the map, so the refcount is read only of a live object.
+        unsafe {
+            if super::provenance::growth::is_grown(object) && layout::refcount(object) == frame.before[i] {
+                super::provenance::growth::note_dealloc_left(object, k, frame.offsets[i]);
+            }
+        }
+    }
+}
+
+/// The function behind method stub address `address`, if it is one (a
+/// wrapped slot's function, for those who compare or name it).
+pub fn function_behind(address: usize) -> Option<usize> {
+    stubs::index_of(address).map(|k| function_of(k as u32)).filter(|&f| f != 0)
+}
+
 /// The function behind method stub `k` (for naming it).
 pub fn function_of(k: u32) -> usize {
     stubs::METHOD_FN.get(k as usize).map_or(0, |r| r.load(Ordering::Relaxed))
@@ -276,6 +328,8 @@ struct Frame {
     args: usize,
     /// What a parse of `args` lent in this call (`parsed`).
     parse: parsed::Parse,
+    /// For a deallocator: where in the instance's struct each object was.
+    offsets: [u32; ARGUMENTS],
 }
 
 #[repr(C)]
@@ -382,6 +436,13 @@ extern "C" fn on_enter(k: usize, registers: *const stubs::Registers) {
     // flags say how to read them; the arguments are alive for the call.
     unsafe {
         let flags = FLAGS[k].load(Ordering::Relaxed);
+        if flags & slots::DEALLOC != 0 {
+            frame.args = 0;
+            frame.parse.clear();
+            frame.armed = 0;
+            dealloc_enter(frame, (*registers)[0]);
+            return;
+        }
         // As `arguments` reads them: the tuple of a METH_VARARGS call.
         let varargs = flags & (METH_O | METH_FASTCALL) == 0 && flags & METH_VARARGS != 0;
         frame.args = if varargs { (*registers)[1] } else { 0 };
@@ -433,6 +494,11 @@ extern "C" fn on_exit(k: usize, _registers: *const stubs::Registers, result: usi
         return;
     }
     let frame = &calls.frames[depth];
+    if FLAGS[k].load(Ordering::Relaxed) & slots::DEALLOC != 0 {
+        // SAFETY: the GIL is held (deallocation runs with it).
+        unsafe { dealloc_exit(k as u32, frame) };
+        return;
+    }
     // A slot that returns an int returns no object (and leaves the upper
     // half of `rax` undefined).
     let result = if FLAGS[k].load(Ordering::Relaxed) & slots::RETURNS_INT != 0 { 0 } else { result };

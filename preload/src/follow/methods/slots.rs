@@ -15,8 +15,10 @@
 //! by chance only keeps a function unwrapped). A static type's slots are wrapped when the extension readies
 //! it (`PyType_Ready`), a heap type's in its spec before the interpreter
 //! copies them (`PyType_From*Spec*`); a slot table two types share is
-//! wrapped once. `tp_dealloc` is left to the death stubs, which already
-//! stand there for the types whose objects are followed.
+//! wrapped once. `tp_dealloc` is wrapped too, to see which members an
+//! instance's deallocator leaves unreleased; a deallocator that uses the
+//! trashcan names itself (`Py_TRASHCAN_BEGIN(self, my_dealloc)`), so its
+//! address is taken in code and it keeps its identity (see below).
 
 use super::{wrap_function, METH_NOARGS, METH_O, METH_VARARGS};
 use crate::python::layout;
@@ -35,6 +37,9 @@ pub const INDEX_AND_OBJECT: u32 = 1 << 25;
 pub const NO_SELF: u32 = 1 << 26;
 /// Returns an int, not an object.
 pub const RETURNS_INT: u32 = 1 << 27;
+/// `tp_dealloc(self)`: the members of `self` a call left references on are
+/// looked at before and after (`methods::dealloc_enter`), not `self`.
+pub const DEALLOC: u32 = 1 << 28;
 
 /// A slot of `PyTypeObject`: its word (after the object header), its
 /// `Py_*` id in a `PyType_Spec`, and how its function is called.
@@ -51,6 +56,7 @@ const TYPE_SLOTS: &[TypeSlot] = &[
     TypeSlot { word: 25, spec_id: 63, flags: METH_NOARGS },                // tp_iternext
     TypeSlot { word: 22, spec_id: 67, flags: METH_O },                     // tp_richcompare
     TypeSlot { word: 16, spec_id: 69, flags: TWO_OBJECTS | RETURNS_INT },  // tp_setattro
+    TypeSlot { word: 3, spec_id: 52, flags: DEALLOC | RETURNS_INT },       // tp_dealloc
 ];
 
 /// A slot of a table a type points at: the type's word pointing at the

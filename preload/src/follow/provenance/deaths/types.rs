@@ -86,11 +86,13 @@ fn is_stub(dealloc: usize) -> bool {
 
 /// The type's own deallocator, when `dealloc` is one of the stubs.
 fn real_dealloc(dealloc: usize) -> usize {
-    if is_stub(dealloc) {
+    let own = if is_stub(dealloc) {
         OWN_DEALLOC[(dealloc - stubs()) / DEATH_STUB_BYTES].load(Ordering::Acquire)
     } else {
         dealloc
-    }
+    };
+    // A deallocator wrapped like a method (`methods::slots`) is its function.
+    crate::follow::methods::function_behind(own).unwrap_or(own)
 }
 
 /// Stub `k` is called with the object to deallocate: provenance forgets
