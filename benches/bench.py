@@ -40,6 +40,9 @@ DESCRIPTIONS = {
     "threads": f"{wl.THREADS} threads on the loop",
     "methods": "a small METH_VARARGS method parsing two arguments with PyArg_ParseTuple (benches/loop.c parse_args), "
     "called from a Python loop",
+    "stores": "objects made by Python stored by the extension: a METH_O method appending its argument to a module-level "
+    f"list (cleared from Python every {wl.STORE_CLEAR_EVERY} calls), a static type's tp_init and getset setter "
+    "setting its member (benches/loop.c keep, Holder), called from a Python loop",
     "calls": "explicit Py_IncRef/Py_DecRef calls (ns added a call)",
     "live1m": "1M fresh ints created by the extension, kept alive (RSS)",
     "leaky": "loop with an inline Py_INCREF leak on each call's argument (watchpoints pin it; nowatch: off)",
@@ -47,7 +50,12 @@ DESCRIPTIONS = {
 MODES = ("bare", "refwatch", "sample100", "memray", "nowatch")
 NOWATCH_ON = ("leaky",)  # refwatch with REFWATCH_WATCHPOINTS=off: what pinning costs
 MEMRAY_ON = ("mixed", "loop", "ujson", "threads", "live1m")
-CALLGRIND_ON = ("pure", "mixed", "loop", "ujson", "threads", "methods", "leaky")
+CALLGRIND_ON = ("pure", "mixed", "loop", "ujson", "threads", "methods", "stores", "calls", "leaky")
+# workload: (iterations of its timed part at scale 1, what one is), for the
+# instructions per iteration under --callgrind
+ITERATIONS = {"methods": (wl.PARSE_CALLS, "parse_args call"),
+              "stores": (wl.STORE_CALLS, "iteration: keep, Holder(), setter"),
+              "calls": (2 * wl.CALL_PAIRS, "Py_IncRef/Py_DecRef call")}
 CALLGRIND_MODES = ("bare", "refwatch", "sample100")  # memray under valgrind: not measured
 # (workload, mode, highest wall ratio)
 RATIO_TARGETS = [("pure", "refwatch", 1.02), ("mixed", "refwatch", 1.05), ("loop", "refwatch", 1.15),
@@ -204,7 +212,9 @@ def library_at(rev, patch=None):
             sys.exit(f"git archive {commit} failed")
         if patch and subprocess.call(["patch", "-s", "-p1", "-d", src, "-i", os.path.abspath(patch)]):
             sys.exit(f"{patch} does not apply to {commit}")
-        subprocess.check_call(["cargo", "build", "--release", "--quiet", "-p", "refwatch-preload"], cwd=src)
+        # the export's own target directory, whatever CARGO_TARGET_DIR says
+        subprocess.check_call(["cargo", "build", "--release", "--quiet", "-p", "refwatch-preload"], cwd=src,
+                              env=dict(os.environ, CARGO_TARGET_DIR=os.path.join(src, "target")))
     return lib, tag
 
 
@@ -261,12 +271,11 @@ def instructions(interp, mode, workload, scale, keep):
             return next(int(line.split()[1]) for line in f if line.startswith(("summary:", "totals:")))
 
 
-def instruction_ratios(interp, workload, scale, keep):
+def work_instructions(interp, workload, scale, keep):
     """Instructions of the workload itself (the same run at scale 0, start-up
-    and exit, subtracted) under each mode, over bare's."""
-    work = {m: instructions(interp, m, workload, scale, keep) - instructions(interp, m, workload, 0, None)
+    and exit, subtracted) under each mode."""
+    return {m: instructions(interp, m, workload, scale, keep) - instructions(interp, m, workload, 0, keep)
             for m in CALLGRIND_MODES}
-    return {m: work[m] / work["bare"] for m in CALLGRIND_MODES}
 
 
 @dataclass
@@ -277,6 +286,7 @@ class Stat:
     run_mib: float
     peak_mib: float
     instr: float | None = None
+    instr_work: int | None = None  # instructions of the timed part at the callgrind scale
 
 
 def summarize(samples, base):
@@ -302,8 +312,9 @@ def measure(interp, workload, args, tmp, remarks):
     stats = {m: summarize(samples[m], base) for m in modes}
     if args.callgrind and workload in CALLGRIND_ON:
         log(f"{interp.label} {workload}: callgrind")
-        for m, r in instruction_ratios(interp, workload, args.callgrind_scale, args.keep_callgrind).items():
-            stats[m].instr = r
+        work = work_instructions(interp, workload, args.callgrind_scale, args.keep_callgrind)
+        for m, n in work.items():
+            stats[m].instr, stats[m].instr_work = n / work["bare"], n
     return stats
 
 
@@ -373,6 +384,19 @@ def calls_line(interp, stats, scale):
             f"(sample100: {added['sample100']:+.1f})")
 
 
+def iteration_lines(interp, stats, scale):
+    """Instructions per iteration, bare and added, where the count is known."""
+    lines = []
+    for workload, (n, what) in ITERATIONS.items():
+        by_mode = stats.get(workload, {})
+        if by_mode.get("bare") is None or by_mode["bare"].instr_work is None:
+            continue
+        per = {m: s.instr_work / (n * scale) for m, s in by_mode.items() if s.instr_work is not None}
+        lines.append(f"{interp.label}: {workload}: instructions per {what}: bare {per['bare']:.0f}, "
+                     + ", ".join(f"{m} {per[m] - per['bare']:+.0f}" for m in per if m != "bare"))
+    return lines
+
+
 def header(args, interps, built):
     lines = [f"librefwatch.so {built}, {datetime.date.today()}, {os.cpu_count()} cores; "
              f"{args.runs} alternating runs a mode, iterations x{args.scale}"
@@ -437,6 +461,8 @@ def main():
         figures += figure_rows(interp, stats)
         targets += [[interp.label] + row for row in ratio_targets(stats) + memray_targets(stats) + rss_targets(stats)]
         extra += [line for line in [calls_line(interp, stats, args.scale)] if line]
+        if args.callgrind:
+            extra += iteration_lines(interp, stats, args.callgrind_scale)
     print("\n".join(header(args, interps, built)))
     print()
     print("\n".join(f"{w}: {d}" for w, d in DESCRIPTIONS.items() if w in args.workloads.split(",")))

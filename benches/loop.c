@@ -1,6 +1,7 @@
 /* Benchmark extension: a refcount-heavy loop in which the extension's own
  * work dominates, a call microbenchmark of explicit Py_IncRef/Py_DecRef
- * through the (patched) GOT, and many fresh objects kept alive. */
+ * through the (patched) GOT, many fresh objects kept alive, and objects
+ * made by Python stored by a method and by a type's slots. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -102,12 +103,97 @@ parse_args(PyObject *self, PyObject *args)
     return PyLong_FromLong(n + (long)size);
 }
 
+/* stores: objects made by Python kept by the extension, correctly. `kept`
+ * is a module-level list (also benchloop.kept, which Python clears), `keep`
+ * appends its argument to it. */
+static PyObject *kept;
+
+static PyObject *
+keep(PyObject *self, PyObject *arg)
+{
+    if (PyList_Append(kept, arg) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* Holder(value): an object holding one member, set by tp_init and by the
+ * `value` setter, released by tp_dealloc. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *value;
+} Holder;
+
+static int
+holder_init(PyObject *op, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"value", NULL};
+    Holder *self = (Holder *)op;
+    PyObject *value, *old;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O", kwlist, &value))
+        return -1;
+    Py_INCREF(value);
+    old = self->value;
+    self->value = value;
+    Py_XDECREF(old);
+    return 0;
+}
+
+static PyObject *
+holder_get_value(PyObject *op, void *closure)
+{
+    Holder *self = (Holder *)op;
+    PyObject *value = self->value ? self->value : Py_None;
+    Py_INCREF(value);
+    return value;
+}
+
+static int
+holder_set_value(PyObject *op, PyObject *value, void *closure)
+{
+    Holder *self = (Holder *)op;
+    PyObject *old;
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "value cannot be deleted");
+        return -1;
+    }
+    Py_INCREF(value);
+    old = self->value;
+    self->value = value;
+    Py_XDECREF(old);
+    return 0;
+}
+
+static void
+holder_dealloc(PyObject *op)
+{
+    Holder *self = (Holder *)op;
+    Py_XDECREF(self->value);
+    Py_TYPE(op)->tp_free(op);
+}
+
+static PyGetSetDef holder_getset[] = {
+    {"value", holder_get_value, holder_set_value, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject HolderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "benchloop.Holder",
+    .tp_basicsize = sizeof(Holder),
+    .tp_dealloc = holder_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_getset = holder_getset,
+    .tp_init = holder_init,
+    .tp_new = PyType_GenericNew,
+};
+
 static PyMethodDef methods[] = {
     {"work", work, METH_O, NULL},
     {"work_leaky", work_leaky, METH_O, NULL},
     {"calls", calls, METH_VARARGS, NULL},
     {"parse_args", parse_args, METH_VARARGS, NULL},
     {"fresh_ints", fresh_ints, METH_O, NULL},
+    {"keep", keep, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -116,5 +202,26 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "benchloop", NULL, -1
 PyMODINIT_FUNC
 PyInit_benchloop(void)
 {
-    return PyModule_Create(&module);
+    if (PyType_Ready(&HolderType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    kept = PyList_New(0);
+    if (kept == NULL)
+        goto error;
+    Py_INCREF(kept);
+    if (PyModule_AddObject(m, "kept", kept) < 0) {
+        Py_DECREF(kept);
+        goto error;
+    }
+    Py_INCREF(&HolderType);
+    if (PyModule_AddObject(m, "Holder", (PyObject *)&HolderType) < 0) {
+        Py_DECREF(&HolderType);
+        goto error;
+    }
+    return m;
+error:
+    Py_DECREF(m);
+    return NULL;
 }

@@ -16,6 +16,8 @@ CODEC_EVERY = 100  # mixed: one C codec round trip every this many operations
 CODEC_ROUNDS = 30_000  # ujson round trips of a document of a few KB
 CALL_PAIRS = 20_000_000  # explicit Py_IncRef + Py_DecRef pairs
 PARSE_CALLS = 2_000_000  # benchloop.parse_args calls (methods)
+STORE_CALLS = 1_000_000  # stores: iterations (a keep call, a Holder made, its setter)
+STORE_CLEAR_EVERY = 1000  # stores: benchloop.kept cleared from Python every this many
 LIVE_OBJECTS = 1_000_000  # live1m: fresh ints kept alive (not scaled)
 THREADS = 4
 KEPT = []  # live1m's objects, alive until exit
@@ -123,6 +125,21 @@ def calls():
     benchloop.calls([], scaled(CALL_PAIRS))
 
 
+def stores():
+    """Objects made by Python stored by the extension: appended to its
+    module-level list by a METH_O method, and held by a type's member,
+    set by its tp_init and by its getset setter."""
+    import benchloop
+    kept, keep, holder = benchloop.kept, benchloop.keep, benchloop.Holder
+    for i in range(scaled(STORE_CALLS)):
+        value = i + 1000
+        keep(value)
+        h = holder(value)
+        h.value = (i, value)
+        if i % STORE_CLEAR_EVERY == 0:
+            kept.clear()
+
+
 def live_objects():
     import benchloop
     KEPT.append(benchloop.fresh_ints(LIVE_OBJECTS))
@@ -137,6 +154,7 @@ WORKLOADS = {
     "threads": (threads, ("benchloop", "threading")),
     "methods": (parsing_methods, ("benchloop",)),
     "calls": (calls, ("benchloop",)),
+    "stores": (stores, ("benchloop",)),
     "live1m": (live_objects, ("benchloop",)),
     "leaky": (leaky_loop, ("benchloop",)),
 }
